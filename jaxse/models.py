@@ -1,0 +1,94 @@
+"""Score models: an NCSN++ network plus the output parameterisation that turns it into a score.
+
+A :class:`ScoreModel` is a frozen description; parameters live outside it in a ``variables`` dict
+``{"params": ..., "constants": {...}}`` (``constants`` holds the fixed Fourier-embedding weights, which
+are never trained nor averaged). Everything is pure: ``model.score(variables, x, t)``.
+
+Parameterisations (``ScoreModel.parameterization``):
+
+* ``"udiffse"``: the reference UDiffSE model. The network divides its output pyramid by ``t`` (not σ(t))
+  before its output conv, and ``score = -net(x, t)``. Use with ``NCSNppConfig(output_scaling="1/t")``.
+* ``"noise"``: the network predicts the noise z (UDiffSE+ / NCSN++M) and ``score = -net(x, t) / σ(t)``.
+  Use with ``output_scaling="none"``. This is the principled choice for new models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from jaxse.nets.ncsnpp import NCSNpp, NCSNppConfig
+from jaxse.sde import OUVESDE, expand_t
+
+PARAMETERIZATIONS = ("udiffse", "noise")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreModel:
+    net: NCSNppConfig = NCSNppConfig()
+    parameterization: str = "udiffse"
+    sde: OUVESDE = OUVESDE()
+
+    def __post_init__(self):
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {self.parameterization!r}")
+        expected = "1/t" if self.parameterization == "udiffse" else "none"
+        if self.net.output_scaling != expected:
+            raise ValueError(
+                f"parameterization {self.parameterization!r} needs net.output_scaling={expected!r}, "
+                f"got {self.net.output_scaling!r}")
+
+    @property
+    def module(self) -> NCSNpp:
+        return NCSNpp(self.net)
+
+    def init(self, key, num_bins: int = 256, num_frames: int | None = None, batch: int = 1):
+        """Fresh variables ``{"params", "constants"}`` (reference initialisation)."""
+        n = num_frames or self.net.frame_multiple
+        x = jnp.zeros((batch, num_bins, n), jnp.complex64)
+        t = jnp.full((batch,), 0.5, jnp.float32)
+        variables = self.module.init({"params": key}, x, t)
+        return {"params": variables["params"], "constants": variables["constants"]}
+
+    def abstract_variables(self, num_bins: int = 256):
+        """Shapes/dtypes of the variables, without allocating them."""
+        return jax.eval_shape(lambda k: self.init(k, num_bins), jax.random.PRNGKey(0))
+
+    def apply_net(self, variables, x, t):
+        return self.module.apply({"params": variables["params"], "constants": variables["constants"]}, x, t)
+
+    def score(self, variables, x, t):
+        """Score of the perturbed prior at time t: ``x`` complex (B, F, T), ``t`` (B,) -> complex (B, F, T)."""
+        out = self.apply_net(variables, x, t)
+        if self.parameterization == "udiffse":
+            return -out
+        return -out / expand_t(self.sde.std(t), out)
+
+    def score_fn(self, variables):
+        """Closure ``(x, t) -> score`` for the samplers."""
+        return lambda x, t: self.score(variables, x, t)
+
+    def to_dict(self) -> dict:
+        return {"net": self.net.to_dict(), "parameterization": self.parameterization, "sde": self.sde.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ScoreModel":
+        net = dict(d["net"])
+        for k in ("ch_mult", "attn_resolutions", "fir_kernel"):
+            if k in net:
+                net[k] = tuple(net[k])
+        return cls(net=NCSNppConfig(**net), parameterization=d["parameterization"], sde=OUVESDE(**d["sde"]))
+
+
+def count_params(tree) -> int:
+    return int(sum(x.size for x in jax.tree_util.tree_leaves(tree)))
+
+
+# Reference models.
+UDIFFSE_65M = ScoreModel()
+UDIFFSE_PLUS_28M = ScoreModel(
+    net=NCSNppConfig(ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=(), output_scaling="none"),
+    parameterization="noise",
+)

@@ -1,0 +1,303 @@
+"""NCSN++ U-Net on the complex spectrogram (the sgmse / UDiffSE / UDiffSE+ variant), in Flax linen.
+
+One implementation, configured by :class:`NCSNppConfig`, reproduces both reference families:
+
+* UDiffSE (``NCSNPP_65M``): nf 128, ch_mult (1,1,2,2,2,2,2), 2 res-blocks per level, attention at
+  frequency size 16, output pyramid divided by the diffusion time ``t`` before the 1×1 output conv.
+* NCSN++M of UDiffSE+ (``NCSNPPM_28M``): nf 128, ch_mult (1,2,2,2), 1 res-block, attention only in the
+  middle block, no output scaling (the score is ``-out/σ(t)``, applied by :mod:`jaxse.models`).
+
+Layout: the network takes a complex array ``(B, F, T)`` and returns one of the same shape. Internally it
+works in NHWC with H = frequency, W = frames, C = (Re, Im) on input. ``T`` must be divisible by
+``2**(len(ch_mult) - 1)``.
+
+Submodules are named ``all_modules_<i>`` after their index in the reference ``all_modules`` list (their
+construction order), and their children after the reference attribute names (``Conv_0``, ``Dense_0``,
+``GroupNorm_1``, ``NIN_2``, ...). This keeps the import of reference checkpoints a pure renaming
+(:mod:`jaxse.convert`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class NCSNppConfig:
+    nf: int = 128
+    ch_mult: tuple[int, ...] = (1, 1, 2, 2, 2, 2, 2)
+    num_res_blocks: int = 2
+    # Attention after the res-blocks of a level whose *frequency* size is listed (reference quirk:
+    # the check is on the frequency axis, which works because F = 256 = image_size).
+    attn_resolutions: tuple[int, ...] = (16,)
+    fir_kernel: tuple[int, ...] = (1, 3, 3, 1)
+    fourier_scale: float = 16.0
+    # "1/t": divide the output pyramid by the diffusion time before the output conv (UDiffSE);
+    # "none": no scaling (UDiffSE+ / noise prediction).
+    output_scaling: str = "1/t"
+    in_channels: int = 2
+    init_scale: float = 0.0
+    # Max GroupNorm groups; groups = min(C // 4, group_cap).
+    group_cap: int = 32
+    # Compute dtype of convolutions/attention ("float32" or "bfloat16"); params stay float32.
+    dtype: str = "float32"
+    # Rematerialise each res-block in the backward pass (saves activation memory when training).
+    remat: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "ch_mult", tuple(int(c) for c in self.ch_mult))
+        object.__setattr__(self, "attn_resolutions", tuple(int(c) for c in self.attn_resolutions))
+        object.__setattr__(self, "fir_kernel", tuple(int(c) for c in self.fir_kernel))
+        if self.output_scaling not in ("1/t", "none"):
+            raise ValueError(f"output_scaling must be '1/t' or 'none', got {self.output_scaling!r}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.nf < 4 or not self.ch_mult or self.num_res_blocks < 1:
+            raise ValueError(f"invalid NCSN++ size: nf={self.nf}, ch_mult={self.ch_mult}")
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.ch_mult)
+
+    @property
+    def frame_multiple(self) -> int:
+        """The frame count T must be a multiple of this."""
+        return 2 ** (self.num_levels - 1)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k in ("ch_mult", "attn_resolutions", "fir_kernel"):
+            d[k] = list(d[k])
+        return d
+
+
+# The two reference models (parameter counts are asserted in the tests).
+NCSNPP_65M = NCSNppConfig()
+NCSNPPM_28M = NCSNppConfig(ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=(), output_scaling="none")
+
+
+def num_groups(channels: int, cap: int = 32) -> int:
+    """Reference GroupNorm rule: ``min(C // 4, cap)`` groups."""
+    return min(channels // 4, cap)
+
+
+def default_init(scale: float = 1.0):
+    """DDPM init: variance scaling, fan_avg, uniform; a zero scale becomes 1e-10."""
+    scale = 1e-10 if scale == 0 else scale
+    return nn.initializers.variance_scaling(scale, "fan_avg", "uniform")
+
+
+def _torch_default_conv_init(fan_in: int):
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def _fir_kernel_2d(k: Sequence[int]) -> np.ndarray:
+    k = np.asarray(k, dtype=np.float64)
+    k2 = np.outer(k, k)
+    return k2 / k2.sum()
+
+
+def fir_upsample(x, kernel: Sequence[int] = (1, 3, 3, 1)):
+    """×2 FIR upsampling of H and W (``upfirdn2d`` with up=2, gain 1), per channel. NHWC."""
+    c = x.shape[-1]
+    k = _fir_kernel_2d(kernel) * 4.0
+    p = len(kernel)
+    pad0 = (p + 1) // 2  # 2 for a 4-tap kernel
+    pad1 = p // 2  # 2: one trailing inserted zero + 1 pad
+    w = jnp.asarray(np.tile(k[:, :, None, None], (1, 1, 1, c)), dtype=x.dtype)
+    return jax.lax.conv_general_dilated(
+        x, w, window_strides=(1, 1), padding=((pad0, pad1), (pad0, pad1)), lhs_dilation=(2, 2),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c,
+    )
+
+
+def fir_downsample(x, kernel: Sequence[int] = (1, 3, 3, 1)):
+    """×2 FIR downsampling of H and W (``upfirdn2d`` with down=2), per channel. NHWC."""
+    c = x.shape[-1]
+    k = _fir_kernel_2d(kernel)
+    p = len(kernel)
+    pad = (p - 2 + 1) // 2  # 1 for a 4-tap kernel
+    padr = (p - 2) // 2
+    w = jnp.asarray(np.tile(k[:, :, None, None], (1, 1, 1, c)), dtype=x.dtype)
+    return jax.lax.conv_general_dilated(
+        x, w, window_strides=(2, 2), padding=((pad, padr), (pad, padr)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c,
+    )
+
+
+class _GroupNorm(nn.Module):
+    cap: int = 32
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.GroupNorm(
+            num_groups=num_groups(x.shape[-1], self.cap), epsilon=1e-6, use_fast_variance=False,
+            dtype=jnp.float32, name="norm",
+        )(x.astype(jnp.float32)).astype(x.dtype)
+
+
+def _conv(features, k, scale, name, dtype):
+    return nn.Conv(features, (k, k), padding="SAME" if k > 1 else "VALID", kernel_init=default_init(scale),
+                   bias_init=nn.initializers.zeros, dtype=dtype, name=name)
+
+
+class ResnetBlockBigGANpp(nn.Module):
+    out_ch: int
+    up: bool = False
+    down: bool = False
+    fir_kernel: tuple[int, ...] = (1, 3, 3, 1)
+    init_scale: float = 0.0
+    group_cap: int = 32
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, temb):
+        in_ch = x.shape[-1]
+        h = nn.silu(_GroupNorm(self.group_cap, name="GroupNorm_0")(x))
+        if self.up:
+            h, x = fir_upsample(h, self.fir_kernel), fir_upsample(x, self.fir_kernel)
+        elif self.down:
+            h, x = fir_downsample(h, self.fir_kernel), fir_downsample(x, self.fir_kernel)
+        h = _conv(self.out_ch, 3, 1.0, "Conv_0", self.dtype)(h)
+        t = nn.Dense(self.out_ch, kernel_init=default_init(1.0), bias_init=nn.initializers.zeros,
+                     dtype=self.dtype, name="Dense_0")(nn.silu(temb))
+        h = h + t[:, None, None, :].astype(h.dtype)
+        h = nn.silu(_GroupNorm(self.group_cap, name="GroupNorm_1")(h))
+        h = _conv(self.out_ch, 3, self.init_scale, "Conv_1", self.dtype)(h)
+        if in_ch != self.out_ch or self.up or self.down:
+            x = _conv(self.out_ch, 1, 1.0, "Conv_2", self.dtype)(x)
+        return (x + h) / math.sqrt(2.0)
+
+
+class AttnBlockpp(nn.Module):
+    """Single-head self-attention over all F·T positions, with skip rescale."""
+
+    init_scale: float = 0.0
+    group_cap: int = 32
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        b, hh, ww, c = x.shape
+        h = _GroupNorm(self.group_cap, name="GroupNorm_0")(x)
+
+        def nin(name, scale):
+            return nn.Dense(c, kernel_init=default_init(scale), bias_init=nn.initializers.zeros,
+                            dtype=self.dtype, name=name)
+
+        q = nin("NIN_0", 0.1)(h).reshape(b, hh * ww, c)
+        k = nin("NIN_1", 0.1)(h).reshape(b, hh * ww, c)
+        v = nin("NIN_2", 0.1)(h).reshape(b, hh * ww, c)
+        w = jnp.einsum("bic,bjc->bij", q, k) * (c ** -0.5)
+        w = jax.nn.softmax(w.astype(jnp.float32), axis=-1).astype(v.dtype)
+        h = jnp.einsum("bij,bjc->bic", w, v).reshape(b, hh, ww, c)
+        h = nin("NIN_3", self.init_scale)(h)
+        return (x + h) / math.sqrt(2.0)
+
+
+class NCSNpp(nn.Module):
+    """NCSN++ score network: ``(x complex (B,F,T), t (B,)) -> complex (B,F,T)`` (the raw DNN output)."""
+
+    config: NCSNppConfig
+
+    @nn.compact
+    def __call__(self, x, t):
+        cfg = self.config
+        dtype = jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
+        b, f, n_frames = x.shape
+        if n_frames % cfg.frame_multiple or f % cfg.frame_multiple:
+            raise ValueError(
+                f"NCSN++ with {cfg.num_levels} levels needs F and T divisible by {cfg.frame_multiple}; "
+                f"got F={f}, T={n_frames} (pad the frames, e.g. spectral.pad_frames)")
+        t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (b,))
+        idx = iter(range(10_000))
+
+        def name():
+            return f"all_modules_{next(idx)}"
+
+        # Time embedding: fixed Gaussian Fourier features of log(t), then two dense layers.
+        fourier_w = self.variable(
+            "constants", "W",
+            lambda: jax.random.normal(self.make_rng("params"), (cfg.nf,), jnp.float32) * cfg.fourier_scale)
+        name()  # all_modules_0 is the Fourier projection (its W lives in the "constants" collection)
+        proj = jnp.log(t)[:, None] * fourier_w.value[None, :] * 2.0 * np.pi
+        temb = jnp.concatenate([jnp.sin(proj), jnp.cos(proj)], axis=-1)
+        temb = nn.Dense(cfg.nf * 4, kernel_init=default_init(), bias_init=nn.initializers.zeros, name=name())(temb)
+        temb = nn.Dense(cfg.nf * 4, kernel_init=default_init(), bias_init=nn.initializers.zeros,
+                        name=name())(nn.silu(temb))
+
+        rb_kw = dict(fir_kernel=cfg.fir_kernel, init_scale=cfg.init_scale, group_cap=cfg.group_cap, dtype=dtype)
+        block_cls = nn.remat(ResnetBlockBigGANpp) if cfg.remat else ResnetBlockBigGANpp
+
+        def resblock(h, out_ch, **kw):
+            return block_cls(out_ch=out_ch, name=name(), **rb_kw, **kw)(h, temb)
+
+        def attn(h):
+            return AttnBlockpp(init_scale=cfg.init_scale, group_cap=cfg.group_cap, dtype=dtype, name=name())(h)
+
+        x2 = jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1).astype(jnp.float32)  # (B, F, T, 2)
+        input_pyramid = x2
+        hs = [_conv(cfg.nf, 3, 1.0, name(), dtype)(x2.astype(dtype))]
+
+        # Downsampling path.
+        for level, mult in enumerate(cfg.ch_mult):
+            for _ in range(cfg.num_res_blocks):
+                h = resblock(hs[-1], cfg.nf * mult)
+                if h.shape[1] in cfg.attn_resolutions:
+                    h = attn(h)
+                hs.append(h)
+            if level != cfg.num_levels - 1:
+                h = resblock(hs[-1], hs[-1].shape[-1], down=True)
+                input_pyramid = fir_downsample(input_pyramid, cfg.fir_kernel)
+                # Combine ("sum"): 1×1 conv of the input pyramid added to h.
+                h = _CombineSum(h.shape[-1], dtype, name=name())(input_pyramid, h)
+                hs.append(h)
+
+        # Middle.
+        h = hs[-1]
+        h = resblock(h, h.shape[-1])
+        h = attn(h)
+        h = resblock(h, h.shape[-1])
+
+        # Upsampling path with the output-skip pyramid.
+        pyramid = None
+        for level in reversed(range(cfg.num_levels)):
+            out_ch = cfg.nf * cfg.ch_mult[level]
+            for _ in range(cfg.num_res_blocks + 1):
+                h = resblock(jnp.concatenate([h, hs.pop()], axis=-1), out_ch)
+            if h.shape[1] in cfg.attn_resolutions:
+                h = attn(h)
+            p = nn.silu(_GroupNorm(cfg.group_cap, name=name())(h))
+            p = _conv(x2.shape[-1], 3, cfg.init_scale, name(), dtype)(p)
+            pyramid = p if pyramid is None else fir_upsample(pyramid, cfg.fir_kernel) + p
+            if level != 0:
+                h = resblock(h, h.shape[-1], up=True)
+        assert not hs
+
+        h = pyramid.astype(jnp.float32)
+        if cfg.output_scaling == "1/t":
+            h = h / t[:, None, None, None]
+        h = nn.Conv(2, (1, 1), kernel_init=_torch_default_conv_init(2), bias_init=_torch_default_conv_init(2),
+                    name="output_layer")(h)
+        return jax.lax.complex(h[..., 0], h[..., 1])
+
+
+class _CombineSum(nn.Module):
+    features: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, pyr, h):
+        return _conv(self.features, 1, 1.0, "Conv_0", self.dtype)(pyr.astype(self.dtype)) + h
