@@ -49,7 +49,7 @@ class ScoreModel:
         n = num_frames or self.net.frame_multiple
         x = jnp.zeros((batch, num_bins, n), jnp.complex64)
         t = jnp.full((batch,), 0.5, jnp.float32)
-        variables = self.module.init({"params": key}, x, t)
+        variables = jax.jit(self.module.init)({"params": key}, x, t)
         return {"params": variables["params"], "constants": variables["constants"]}
 
     def abstract_variables(self, num_bins: int = 256):

@@ -80,7 +80,7 @@ def stft(x, cfg: SpecConfig = DEFAULT_SPEC):
     xp = jnp.pad(x, pad_width, mode="reflect")
     n_frames = cfg.num_frames(length)
     idx = np.arange(n_frames)[:, None] * hop + np.arange(n_fft)[None, :]
-    window = jnp.asarray(hann_window(n_fft), dtype=_real_dtype(x))
+    window = jnp.asarray(hann_window(n_fft, dtype=np.float64), dtype=_real_dtype(x))
     frames = xp[..., idx] * window  # (..., T, n_fft)
     spec = jnp.fft.rfft(frames, n=n_fft, axis=-1)  # (..., T, F)
     return jnp.swapaxes(spec, -1, -2)
@@ -96,7 +96,7 @@ def istft(spec, length: int, cfg: SpecConfig = DEFAULT_SPEC):
     n_fft, hop = cfg.n_fft, cfg.hop_length
     n_frames = spec.shape[-1]
     rdt = _real_dtype(spec)
-    window = jnp.asarray(hann_window(n_fft), dtype=rdt)
+    window = jnp.asarray(hann_window(n_fft, dtype=np.float64), dtype=rdt)
     frames = jnp.fft.irfft(jnp.swapaxes(spec, -1, -2), n=n_fft, axis=-1) * window  # (..., T, n_fft)
     total = n_fft + hop * (n_frames - 1)
     idx = np.arange(n_frames)[:, None] * hop + np.arange(n_fft)[None, :]
