@@ -109,7 +109,12 @@ def load_lightning_checkpoint(path, use_ema: bool = True) -> tuple[dict[str, np.
         import torch
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ConversionError("reading a PyTorch .ckpt needs PyTorch: pip install 'jaxse[torch]'") from e
-    ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many kinds (pickle, zip, EOF) for a damaged file
+        raise ConversionError(f"{path}: cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(ckpt, dict):
+        raise ConversionError(f"{path}: not a PyTorch Lightning checkpoint (a {type(ckpt).__name__})")
     if "state_dict" not in ckpt:
         raise ConversionError(f"{path}: not a PyTorch Lightning checkpoint (no 'state_dict')")
     sd = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("dnn.")}
@@ -142,6 +147,8 @@ def import_reference(path, model: ScoreModel | None = None, use_ema: bool = True
     scaling) or the NCSN++M UDiffSE+ layout (noise parameterisation), at whatever width ``nf`` is found.
     """
     path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"{path}: no such file")
     if path.suffix == ".npz":
         state = load_npz_state_dict(path)
     elif path.suffix in (".ckpt", ".pt", ".pth"):
@@ -172,3 +179,31 @@ def infer_reference_model(state: Mapping[str, np.ndarray]) -> ScoreModel:
         raise ConversionError(f"unknown NCSN++ layout with {n_modules} modules (known: 77 = UDiffSE, 36 = NCSN++M)")
     net, param = layouts[n_modules]
     return ScoreModel(net=net, parameterization=param)
+
+
+def main(argv=None) -> int:
+    """``python -m jaxse.convert REFERENCE.ckpt -o OUTDIR``: import a reference checkpoint as a jaxse prior."""
+    import argparse
+    import sys
+
+    from jaxse.export import export_prior
+    from jaxse.models import count_params
+
+    ap = argparse.ArgumentParser(prog="python -m jaxse.convert", description=main.__doc__)
+    ap.add_argument("input", help="reference PyTorch Lightning .ckpt (UDiffSE or fast_UdiffSE) or .npz state_dict")
+    ap.add_argument("-o", "--output", required=True, help="directory of the jaxse prior to write")
+    ap.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    args = ap.parse_args(argv)
+    try:
+        model, variables = import_reference(args.input, use_ema=not args.no_ema)
+    except ConversionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = export_prior(args.output, model, variables, extra={"source": str(Path(args.input).name)})
+    print(f"wrote {out}: {model.parameterization} NCSN++ nf={model.net.nf} ch_mult={model.net.ch_mult}, "
+          f"{count_params(variables['params']):,} parameters")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
