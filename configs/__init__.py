@@ -1,0 +1,1 @@
+"""Experiment configs (ml_collections ConfigDicts), one file per experiment, all built on ``default``."""

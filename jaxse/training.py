@@ -1,0 +1,643 @@
+"""Training of the clean-speech diffusion prior (denoising score matching), as in the reference.
+
+One training step (inside ``jax.jit``, on the waveform batch)::
+
+    x0  = wave_to_spec(waves)                       # compressed complex STFT, (B, F, T), on device
+    t   ~ U(t_eps, T)  per example
+    z   ~ N_C(0, I)    (real and imaginary parts each N(0, 1/2))
+    x_t = μ(t)·x0 + σ(t)·z
+    loss = mean_B( 0.5 · Σ_{F,T} |σ(t)·score(x_t, t) + z|² )
+    Adam(lr 1e-4, b1 .9, b2 .999, eps 1e-8), no clipping, no schedule
+    EMA: ema ← ema − (1 − d_k)·(ema − params),  d_k = min(decay, (1 + k)/(10 + k))
+
+EMA warm-up convention (torch_ema ``use_num_updates=True``): ``update()`` first increments its counter and
+then uses it, so ``k`` counts the updates *including the current one*: the first update after the first
+optimizer step uses ``k = 1`` (d = 2/11), the n-th uses ``k = n``. Here ``k = state.step + 1`` where
+``state.step`` is the number of optimizer steps done before this one. The EMA starts as a copy of the
+initial parameters (as torch_ema's shadow parameters do).
+
+Randomness: the step-``s`` draws (t and z) use ``fold_in(state.key, s)``, and the data of step ``s`` are a
+pure function of ``(seed, s)`` (:meth:`jaxse.data.CleanSpeechDataset.train_batch`), so a run resumed from
+a checkpoint reproduces the uninterrupted run exactly. The draws are made for the *global* batch inside the
+jitted step; with ``jax_threefry_partitionable`` (the default since JAX 0.5) their values do not depend on
+how the batch is sharded.
+
+Parallelism: ``jax.jit`` over a 1-D device mesh with axis ``"data"`` (all devices of all processes, ordered
+by process). The batch is sharded along ``"data"``, the :class:`TrainState` is replicated and donated.
+Each process loads only its rows of the global batch and the global array is assembled with
+``jax.make_array_from_process_local_data``.
+
+Checkpoints (orbax, ``WORKDIR/checkpoints/<step>``) hold two items: ``state`` (the full TrainState) and
+``metadata`` (JSON: the config, ``model.to_dict()``, ``spec.to_dict()``, sample rate, step, jaxse
+version). :func:`load_checkpoint` rebuilds the model from the metadata alone.
+
+Public API (all importable; :func:`train_and_evaluate` is what ``train.py`` runs):
+
+* state and maths: :class:`TrainState`, :func:`init_train_state`, :func:`create_train_state`,
+  :func:`abstract_train_state`, :func:`ema_decay_at`, :func:`ema_update`, :func:`dsm_loss`, :func:`train_step`,
+  :func:`eval_step`;
+* config -> objects: :func:`model_from_config`, :func:`spec_from_config`, :func:`optimizer_from_config`,
+  :func:`validate_config`;
+* parallelism: :func:`make_mesh`, :func:`replicated`, :func:`batch_sharding`, :func:`global_batch`,
+  :func:`to_host`, :func:`make_train_step`, :func:`make_eval_step`, :func:`make_sample_fn`,
+  :func:`initialize_distributed`;
+* checkpoints: :func:`checkpoint_manager`, :func:`checkpoint_metadata`, :func:`save_checkpoint`,
+  :func:`restore_train_state`, :func:`read_checkpoint_metadata`, :func:`load_checkpoint`.
+
+Validation loss and checkpoints are also produced at the last step, whatever the intervals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+import jaxse
+from jaxse.models import ScoreModel, count_params
+from jaxse.nets.ncsnpp import NCSNppConfig
+from jaxse.sde import OUVESDE, expand_t
+from jaxse.spectral import SpecConfig, spec_to_wave, wave_to_spec
+
+logger = logging.getLogger(__name__)
+
+DATA_AXIS = "data"
+STATE_ITEM = "state"
+METADATA_ITEM = "metadata"
+# Network output scaling implied by each parameterisation (see jaxse.models).
+OUTPUT_SCALING = {"udiffse": "1/t", "noise": "none"}
+
+# Sub-keys of the run key (``PRNGKey(seed)``), by purpose.
+_KEY_INIT, _KEY_TRAIN, _KEY_VALID, _KEY_SAMPLE = range(4)
+
+
+# ----------------------------------------------------------------------------------------- state
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a training run carries from step to step (a pytree; checkpointed as a whole).
+
+    Attributes:
+      step: int32 scalar, the number of optimizer steps done.
+      params: trained network parameters.
+      ema_params: their exponential moving average (used for validation, samples and inference).
+      opt_state: the optax (Adam) state.
+      constants: fixed network arrays (the Fourier-embedding weights): never trained nor averaged.
+      key: raw ``uint32[2]`` PRNG key of the training draws; step ``s`` uses ``fold_in(key, s)``.
+    """
+
+    step: jax.Array
+    params: Any
+    ema_params: Any
+    opt_state: Any
+    constants: Any
+    key: jax.Array
+
+    @property
+    def variables(self) -> dict:
+        return {"params": self.params, "constants": self.constants}
+
+    @property
+    def ema_variables(self) -> dict:
+        return {"params": self.ema_params, "constants": self.constants}
+
+
+# ------------------------------------------------------------------------------ config -> objects
+
+
+def model_from_config(config) -> ScoreModel:
+    """The :class:`ScoreModel` of ``config.model`` (network fields + ``parameterization``) and ``config.sde``.
+
+    ``output_scaling`` of the network follows from the parameterisation ("udiffse" -> "1/t", "noise" -> "none").
+    """
+    m = config.model
+    parameterization = m.parameterization
+    if parameterization not in OUTPUT_SCALING:
+        raise ValueError(
+            f"config.model.parameterization must be one of {tuple(OUTPUT_SCALING)}, got {parameterization!r}")
+    net_fields = {f.name for f in dataclasses.fields(NCSNppConfig)} - {"output_scaling"}
+    unknown = set(m.keys()) - net_fields - {"parameterization"}
+    if unknown:
+        raise ValueError(f"unknown config.model fields: {sorted(unknown)}")
+    net_kw = {k: m[k] for k in m.keys() if k in net_fields}
+    net = NCSNppConfig(output_scaling=OUTPUT_SCALING[parameterization], **net_kw)
+    return ScoreModel(net=net, parameterization=parameterization, sde=OUVESDE(**dict(config.sde)))
+
+
+def spec_from_config(config) -> SpecConfig:
+    """:class:`SpecConfig` of ``config.spec`` at ``config.data.sample_rate``."""
+    return SpecConfig(sample_rate=int(config.data.sample_rate), **dict(config.spec))
+
+
+def optimizer_from_config(config) -> optax.GradientTransformation:
+    """Adam with torch's semantics (eps added to sqrt(v̂), bias-corrected moments), constant learning rate."""
+    tc = config.training
+    return optax.adam(learning_rate=float(tc.lr), b1=float(tc.b1), b2=float(tc.b2), eps=float(tc.eps))
+
+
+# ---------------------------------------------------------------------------------- EMA and loss
+
+
+def ema_decay_at(num_updates, decay: float = 0.999):
+    """torch_ema warm-up: ``min(decay, (1 + k)/(10 + k))`` with ``k`` the updates done *including* this one."""
+    k = jnp.asarray(num_updates, jnp.float32)
+    return jnp.minimum(jnp.float32(decay), (1.0 + k) / (10.0 + k))
+
+
+def ema_update(ema_params, params, decay):
+    """torch_ema's in-place rule ``s -= (1 - d)·(s - p)``, leaf by leaf."""
+    one_minus = 1.0 - decay
+    return jax.tree.map(lambda e, p: e - (one_minus * (e - p)).astype(e.dtype), ema_params, params)
+
+
+def dsm_loss(model: ScoreModel, variables, x0, key):
+    """Denoising score matching loss of the reference (σ²-weighted): ``(loss, per_example)``.
+
+    ``x0`` complex ``(B, F, T)``; ``key`` gives ``t ~ U(t_eps, T)`` (one per example) and the complex noise.
+    ``per_example = 0.5·Σ_{F,T}|σ(t)·score(x_t, t) + z|²`` and ``loss`` is its batch mean.
+    """
+    sde = model.sde
+    rdt = jnp.float64 if x0.dtype == jnp.complex128 else jnp.float32
+    k_t, k_z = jax.random.split(key)
+    t = jax.random.uniform(k_t, (x0.shape[0],), rdt, minval=sde.t_eps, maxval=sde.T)
+    x_t, z, std = sde.perturb(k_z, x0, t)
+    score = model.score(variables, x_t, t)
+    err = score * expand_t(std, score) + z
+    per_example = 0.5 * jnp.sum(jnp.real(err) ** 2 + jnp.imag(err) ** 2, axis=tuple(range(1, err.ndim)))
+    return jnp.mean(per_example), per_example
+
+
+def train_step(state: TrainState, waves, *, model: ScoreModel, spec: SpecConfig,
+               tx: optax.GradientTransformation, ema_decay: float):
+    """One optimizer step on a batch of peak-normalised waveform crops ``(B, L)``: ``(new_state, metrics)``."""
+    key = jax.random.fold_in(state.key, state.step)
+    x0 = wave_to_spec(waves, spec)
+
+    def loss_fn(params):
+        loss, _ = dsm_loss(model, {"params": params, "constants": state.constants}, x0, key)
+        return loss
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    decay = ema_decay_at(state.step + 1, ema_decay)
+    ema_params = ema_update(state.ema_params, params, decay)
+    new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state)
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "ema_decay": decay}
+    return new_state, metrics
+
+
+def eval_step(variables, waves, key, *, model: ScoreModel, spec: SpecConfig):
+    """Mean DSM loss of ``variables`` on a batch, with the draws fixed by ``key`` (no update)."""
+    loss, _ = dsm_loss(model, variables, wave_to_spec(waves, spec), key)
+    return loss
+
+
+# ---------------------------------------------------------------------------------- state creation
+
+
+def _run_keys(seed: int):
+    return jax.random.split(jax.random.PRNGKey(int(seed)), 4)
+
+
+def init_train_state(model: ScoreModel, tx: optax.GradientTransformation, seed: int, num_bins: int = 256) -> TrainState:
+    """A fresh :class:`TrainState` (traceable; :func:`create_train_state` jits it onto a mesh)."""
+    keys = _run_keys(seed)
+    variables = model.init(keys[_KEY_INIT], num_bins)
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        ema_params=jax.tree.map(lambda p: jnp.array(p, copy=True), params),
+        opt_state=tx.init(params),
+        constants=variables["constants"],
+        key=keys[_KEY_TRAIN],
+    )
+
+
+def create_train_state(model, tx, seed: int, num_bins: int = 256, mesh: Mesh | None = None) -> TrainState:
+    """A fresh TrainState, replicated over ``mesh`` (default: :func:`make_mesh`)."""
+    mesh = make_mesh() if mesh is None else mesh
+    fn = functools.partial(init_train_state, model, tx, int(seed), int(num_bins))
+    return jax.jit(fn, out_shardings=replicated(mesh))()
+
+
+def abstract_train_state(model, tx, seed: int = 0, num_bins: int = 256, mesh: Mesh | None = None):
+    """Shapes, dtypes and (replicated) shardings of the TrainState, for restoring without allocating."""
+    mesh = make_mesh() if mesh is None else mesh
+    shapes = jax.eval_shape(functools.partial(init_train_state, model, tx, int(seed), int(num_bins)))
+    sharding = replicated(mesh)
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
+
+# ------------------------------------------------------------------------------------ parallelism
+
+
+def make_mesh(devices=None) -> Mesh:
+    """1-D mesh ``("data",)`` over ``devices`` (default: all devices of all processes).
+
+    Devices are ordered by (process, id) so that process ``p`` holds the ``p``-th contiguous block of the
+    global batch, i.e. exactly the rows ``CleanSpeechDataset.train_batch(..., process_index=p)`` loads.
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    devices = sorted(devices, key=lambda d: (d.process_index, d.id))
+    return Mesh(np.array(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def global_batch(local_rows: np.ndarray, mesh: Mesh) -> jax.Array:
+    """The global batch (sharded along ``"data"``) from this process's rows (all processes call this)."""
+    local_rows = np.asarray(local_rows)
+    n_proc = len({d.process_index for d in mesh.devices.flat})
+    global_shape = (local_rows.shape[0] * n_proc,) + local_rows.shape[1:]
+    return jax.make_array_from_process_local_data(batch_sharding(mesh), local_rows, global_shape)
+
+
+def to_host(x) -> np.ndarray:
+    """A replicated (or process-local) array as numpy, also when it spans several processes."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
+def make_train_step(model: ScoreModel, spec: SpecConfig, tx, ema_decay: float, mesh: Mesh) -> Callable:
+    """Jitted ``(state, waves) -> (state, metrics)``: batch sharded on ``"data"``, state replicated and donated."""
+    fn = functools.partial(train_step, model=model, spec=spec, tx=tx, ema_decay=float(ema_decay))
+    rep = replicated(mesh)
+    return jax.jit(fn, in_shardings=(rep, batch_sharding(mesh)), out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+def make_eval_step(model: ScoreModel, spec: SpecConfig, mesh: Mesh) -> Callable:
+    """Jitted ``(variables, waves, key) -> loss`` (replicated scalar)."""
+    fn = functools.partial(eval_step, model=model, spec=spec)
+    rep = replicated(mesh)
+    return jax.jit(fn, in_shardings=(rep, batch_sharding(mesh), rep), out_shardings=rep)
+
+
+def make_sample_fn(model: ScoreModel, spec: SpecConfig, mesh: Mesh, num_samples: int, num_frames: int,
+                   pc_config=None) -> Callable:
+    """Jitted ``(variables, key) -> waves (num_samples, crop_length(num_frames))``: prior samples.
+
+    Runs :func:`jaxse.samplers.sample` (default preset ``UDIFFSE_PC``) from the prior and inverts the
+    spectrogram transform. The output is replicated (every process gets the same waves).
+    """
+    from jaxse import samplers
+
+    cfg = samplers.UDIFFSE_PC if pc_config is None else pc_config
+    shape = (int(num_samples), spec.num_bins, int(num_frames))
+    length = spec.crop_length(num_frames)
+
+    def fn(variables, key):
+        x, _ = samplers.sample(key, model.score_fn(variables), model.sde, cfg, shape)
+        return spec_to_wave(x, length, spec)
+
+    rep = replicated(mesh)
+    return jax.jit(fn, in_shardings=(rep, rep), out_shardings=rep)
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+
+
+def checkpoint_manager(workdir, keep: int | None = None, read_only: bool = False) -> ocp.CheckpointManager:
+    """Orbax manager of ``WORKDIR/checkpoints`` (items ``state`` and ``metadata``); keeps the ``keep`` newest.
+
+    The newest checkpoint is always among those kept, so a run can always resume from its latest save.
+    """
+    directory = Path(workdir).absolute() / "checkpoints"
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=None if keep is None or keep <= 0 else int(keep),
+        create=not read_only,
+        read_only=read_only,
+        enable_async_checkpointing=not read_only,
+    )
+    return ocp.CheckpointManager(directory, options=options, item_names=(STATE_ITEM, METADATA_ITEM))
+
+
+def checkpoint_metadata(config, model: ScoreModel, spec: SpecConfig, step: int) -> dict:
+    """The JSON item saved with every checkpoint: enough to rebuild the model without the config file."""
+    cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
+    return {
+        "format": "jaxse-checkpoint-v1",
+        "jaxse_version": jaxse.__version__,
+        "step": int(step),
+        "sample_rate": int(spec.sample_rate),
+        "num_bins": int(spec.num_bins),
+        "model": model.to_dict(),
+        "spec": spec.to_dict(),
+        "config": json.loads(json.dumps(cfg, default=_json_default)),
+    }
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (tuple, set)):
+        return list(o)
+    return str(o)
+
+
+def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState, metadata: dict, step: int | None = None) -> bool:
+    """Save ``state`` and ``metadata`` at ``step`` (default ``state.step``); all processes must call it.
+
+    Asynchronous: returns once the arrays are copied off the devices; ``manager.wait_until_finished()``
+    waits for the files.
+    """
+    step = int(to_host(state.step)) if step is None else int(step)
+    args = ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(state), METADATA_ITEM: ocp.args.JsonSave(metadata)})
+    return manager.save(step, args=args, force=True)
+
+
+def restore_train_state(manager: ocp.CheckpointManager, abstract_state, step: int | None = None) -> TrainState | None:
+    """The TrainState of checkpoint ``step`` (default: the latest) laid out as ``abstract_state``; None if none."""
+    step = manager.latest_step() if step is None else int(step)
+    if step is None:
+        return None
+    restored = manager.restore(step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(abstract_state)}))
+    return restored[STATE_ITEM]
+
+
+def _resolve_checkpoint(path) -> tuple[Path, int | None]:
+    """``(checkpoints_dir, step or None)`` for a workdir, a checkpoints dir or one step's dir."""
+    path = Path(path).absolute()
+    if (path / "checkpoints").is_dir():
+        return path / "checkpoints", None
+    if (path / METADATA_ITEM).exists() and (path / STATE_ITEM).exists():
+        try:
+            return path.parent, int(path.name)
+        except ValueError:
+            raise ValueError(f"{path}: a checkpoint directory should be named after its step") from None
+    if path.is_dir():
+        return path, None
+    raise FileNotFoundError(f"no checkpoint at {path}")
+
+
+def _read_only_manager(directory: Path) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    return ocp.CheckpointManager(directory, options=options, item_names=(STATE_ITEM, METADATA_ITEM))
+
+
+def _latest(mngr: ocp.CheckpointManager, step: int | None) -> int:
+    step = mngr.latest_step() if step is None else int(step)
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
+    return step
+
+
+def _restore_metadata(mngr: ocp.CheckpointManager, step: int) -> dict:
+    restored = mngr.restore(step, args=ocp.args.Composite(**{METADATA_ITEM: ocp.args.JsonRestore()}))
+    return dict(restored[METADATA_ITEM])
+
+
+def read_checkpoint_metadata(path_or_workdir, step: int | None = None) -> dict:
+    """The JSON metadata of a checkpoint (workdir, checkpoints dir or step dir; latest step by default)."""
+    directory, found_step = _resolve_checkpoint(path_or_workdir)
+    with _read_only_manager(directory) as mngr:
+        return _restore_metadata(mngr, _latest(mngr, found_step if step is None else step))
+
+
+def load_checkpoint(path_or_workdir, step: int | None = None, device=None):
+    """Load a trained prior for inference: ``(model, variables_ema, metadata)``.
+
+    ``path_or_workdir``: a training workdir (its latest checkpoint), its ``checkpoints`` folder, or one
+    ``checkpoints/<step>`` folder. The model is rebuilt from the checkpoint's metadata (no config file
+    needed); ``variables_ema = {"params": EMA params, "constants": ...}`` is placed on ``device``
+    (default: the first local device). Only these two subtrees are read (not the optimizer state).
+    """
+    directory, found_step = _resolve_checkpoint(path_or_workdir)
+    device = jax.local_devices()[0] if device is None else device
+    sharding = jax.sharding.SingleDeviceSharding(device)
+    with _read_only_manager(directory) as mngr:
+        step = _latest(mngr, found_step if step is None else step)
+        meta = _restore_metadata(mngr, step)
+        model = ScoreModel.from_dict(meta["model"])
+        shapes = model.abstract_variables(int(meta.get("num_bins", SpecConfig(**meta["spec"]).num_bins)))
+        target = {"ema_params": shapes["params"], "constants": shapes["constants"]}
+        target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), target)
+        restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+        args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
+        restored = mngr.restore(step, args=ocp.args.Composite(**{STATE_ITEM: args}))[STATE_ITEM]
+    variables = {"params": restored["ema_params"], "constants": restored["constants"]}
+    return model, variables, meta
+
+
+# ------------------------------------------------------------------------------------ multi-host
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, auto: bool = False) -> bool:
+    """Join a multi-process run (call before any other JAX work); returns whether it did.
+
+    With ``coordinator_address`` (``host:port`` of process 0), ``num_processes`` and ``process_id``, calls
+    ``jax.distributed.initialize`` with them; with ``auto=True`` and no address, lets JAX detect the cluster
+    (SLURM, Open MPI, TPU pods...). Does nothing for a single process. CPU collectives use gloo.
+    """
+    if coordinator_address is None and not auto:
+        if num_processes not in (None, 1):
+            raise ValueError("num_processes > 1 needs a coordinator_address (host:port of process 0)")
+        return False
+    if coordinator_address is not None and num_processes == 1:
+        return False
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id)
+    return True
+
+
+# ------------------------------------------------------------------------------------ main loop
+
+
+def _check_divisible(what: str, n: int, by: int, unit: str) -> None:
+    if n % by:
+        raise ValueError(f"{what}={n} is not a multiple of the {unit} ({by})")
+
+
+def validate_config(config, model: ScoreModel, mesh: Mesh) -> None:
+    tc = config.training
+    n_dev = mesh.devices.size
+    _check_divisible("training.batch_size", int(tc.batch_size), n_dev, "number of devices")
+    _check_divisible("training.eval_batch_size", int(tc.eval_batch_size), n_dev, "number of devices")
+    mult = model.net.frame_multiple
+    _check_divisible("data.crop_frames", int(config.data.crop_frames), mult, "network's frame multiple")
+    if int(tc.sample_every) > 0:
+        _check_divisible("sampling.num_frames", int(config.sampling.num_frames), mult, "network's frame multiple")
+    if int(tc.num_steps) < 0:
+        raise ValueError(f"training.num_steps must be >= 0, got {tc.num_steps}")
+
+
+def _pc_config(config):
+    from jaxse import samplers
+
+    sc = config.sampling
+    changes = {"num_steps": int(sc.num_steps)}
+    for name in ("snr", "corrector_steps"):
+        if name in sc:
+            changes[name] = sc[name]
+    return samplers.UDIFFSE_PC.replace(**changes)
+
+
+def _due(step: int, every: int, last: int) -> bool:
+    return (every > 0 and step % every == 0) or step == last
+
+
+def train_and_evaluate(config, workdir) -> TrainState:
+    """Train (or resume) the prior described by ``config`` in ``workdir``; returns the final TrainState.
+
+    Writes ``WORKDIR/checkpoints`` (all processes, collectively), and on process 0 only ``WORKDIR/tb``,
+    ``WORKDIR/metrics.jsonl`` and ``WORKDIR/samples/step_XXXXXX_k.wav``. An existing checkpoint is resumed.
+    """
+    from jaxse.data import CleanSpeechDataset
+    from jaxse.logging_utils import MetricWriter, ProgressBar
+
+    workdir = Path(workdir)
+    tc = config.training
+    pidx, pcount = jax.process_index(), jax.process_count()
+    lead = pidx == 0
+    if lead:
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    model = model_from_config(config)
+    spec = spec_from_config(config)
+    tx = optimizer_from_config(config)
+    mesh = make_mesh()
+    validate_config(config, model, mesh)
+    num_steps, batch_size, seed = int(tc.num_steps), int(tc.batch_size), int(tc.seed)
+
+    manager = checkpoint_manager(workdir, keep=int(tc.keep_checkpoints))
+    abstract = abstract_train_state(model, tx, seed, spec.num_bins, mesh)
+    state = restore_train_state(manager, abstract)
+    if state is None:
+        state = create_train_state(model, tx, seed, spec.num_bins, mesh)
+        start = 0
+    else:
+        start = int(to_host(state.step))
+        logger.info("resumed from %s at step %d", manager.directory, start)
+    resumed = f" (resumed from checkpoint {start})" if start else ""
+    n_params = count_params(state.params)
+
+    train_ds = CleanSpeechDataset(config.data.train_dir, sample_rate=int(config.data.sample_rate),
+                                  crop_frames=int(config.data.crop_frames), spec=spec)
+    valid = None
+    if config.data.valid_dir:
+        valid_ds = CleanSpeechDataset(config.data.valid_dir, sample_rate=int(config.data.sample_rate),
+                                      crop_frames=int(config.data.crop_frames), spec=spec)
+        n_valid = valid_ds.num_valid_batches(int(tc.eval_batch_size), int(tc.num_valid))
+        if n_valid == 0:
+            logger.warning("no full validation batch (eval_batch_size=%d, num_valid=%d, %d files): validation off",
+                           tc.eval_batch_size, tc.num_valid, len(valid_ds))
+        else:
+            valid = list(valid_ds.valid_batches(int(tc.eval_batch_size), int(tc.num_valid), pidx, pcount))
+
+    p_train = make_train_step(model, spec, tx, float(tc.ema_decay), mesh)
+    p_eval = make_eval_step(model, spec, mesh)
+    keys = _run_keys(seed)
+    sample_fn = None
+    if int(tc.sample_every) > 0:
+        sample_fn = make_sample_fn(model, spec, mesh, int(config.sampling.num_samples),
+                                   int(config.sampling.num_frames), _pc_config(config))
+
+    writer = MetricWriter(workdir, enabled=lead, resume_step=start)
+    bar = ProgressBar(num_steps, initial=start, enabled=lead)
+    if lead:
+        bar.write(f"jaxse {jaxse.__version__}: {n_params / 1e6:.2f}M params, {mesh.devices.size} device(s) "
+                  f"({jax.devices()[0].platform}), {pcount} process(es), batch {batch_size}, "
+                  f"{len(train_ds)} training files, steps {start} -> {num_steps}{resumed}, workdir {workdir}")
+        if start == 0:
+            writer.write_text(0, "config", "```\n" + str(config) + "\n```")
+
+    def metadata(step):
+        return checkpoint_metadata(config, model, spec, step)
+
+    def evaluate(step):
+        if valid is None:
+            return None
+        ema = state.ema_variables
+        losses = [p_eval(ema, global_batch(b, mesh), jax.random.fold_in(keys[_KEY_VALID], i))
+                  for i, b in enumerate(valid)]
+        loss = float(np.mean([to_host(v) for v in losses]))
+        writer.write_scalars(step, {"valid/loss": loss})
+        return loss
+
+    def write_samples(step):
+        waves = to_host(sample_fn(state.ema_variables, keys[_KEY_SAMPLE]))
+        if not lead:
+            return
+        from jaxse.audio import write_audio
+
+        for k, w in enumerate(waves):
+            peak = float(np.max(np.abs(w)))
+            w = w * (0.95 / peak) if peak > 0.95 else w  # training crops are peak-normalised to 1
+            write_audio(workdir / "samples" / f"step_{step:06d}_{k}.wav", w.astype(np.float32), spec.sample_rate)
+            writer.write_audio(step, f"samples/{k}", w, spec.sample_rate)
+
+    pending: list = []  # per-step metrics (device arrays) since the last log
+    t_log, n_log = time.perf_counter(), 0
+    prev = None
+    last_loss = math.nan
+    valid_loss = None
+    step = start
+    try:
+        for step in range(start + 1, num_steps + 1):
+            local = train_ds.train_batch(seed, step - 1, batch_size, pidx, pcount)
+            state, metrics = p_train(state, global_batch(local, mesh))
+            pending.append(metrics)
+            if prev is not None:  # keep one step in flight: data loading overlaps compute, memory bounded
+                jax.block_until_ready(prev)
+            prev = metrics["loss"]
+            n_log += 1
+            if _due(step, int(tc.log_every), num_steps):
+                host = [{k: float(to_host(v)) for k, v in m.items()} for m in pending]
+                now = time.perf_counter()
+                last_loss = float(np.mean([h["loss"] for h in host]))
+                scalars = {"train/loss": last_loss,
+                           "train/grad_norm": float(np.mean([h["grad_norm"] for h in host])),
+                           "train/ema_decay": host[-1]["ema_decay"],
+                           "train/steps_per_sec": n_log / max(now - t_log, 1e-9)}
+                writer.write_scalars(step, scalars)
+                pending, t_log, n_log = [], now, 0
+                if not math.isfinite(last_loss):
+                    raise FloatingPointError(f"training loss is {last_loss} at step {step}")
+            if _due(step, int(tc.eval_every), num_steps):
+                valid_loss = evaluate(step)
+                if lead and valid_loss is not None:
+                    bar.write(f"step {step}: train loss {last_loss:.4f}, valid loss (EMA) {valid_loss:.4f}")
+            if sample_fn is not None and int(tc.sample_every) > 0 and step % int(tc.sample_every) == 0:
+                write_samples(step)
+            if _due(step, int(tc.checkpoint_every), num_steps):
+                save_checkpoint(manager, state, metadata(step), step)
+            postfix = {"loss": last_loss} if math.isfinite(last_loss) else {}
+            if valid_loss is not None:
+                postfix["valid"] = valid_loss
+            bar.update(step, **postfix)
+    finally:
+        manager.wait_until_finished()
+        manager.close()
+        bar.close()
+        writer.close()
+    return state
