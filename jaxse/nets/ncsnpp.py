@@ -103,38 +103,57 @@ def _torch_default_conv_init(fan_in: int):
     return init
 
 
-def _fir_kernel_2d(k: Sequence[int]) -> np.ndarray:
+def _fir_taps(k: Sequence[int]) -> np.ndarray:
+    """1-D taps of the separable FIR kernel outer(k, k)/sum(k)²."""
     k = np.asarray(k, dtype=np.float64)
-    k2 = np.outer(k, k)
-    return k2 / k2.sum()
+    return k / k.sum()
+
+
+def _fir1d(x, taps, axis: int, stride: int, pad: tuple[int, int]):
+    """Correlate ``x`` with ``taps`` along ``axis`` after zero padding, keeping every ``stride``-th output.
+
+    Written as a sum of shifted slices: on XLA:CPU this is ~100× faster than a grouped convolution.
+    """
+    n = x.shape[axis] + pad[0] + pad[1] - len(taps) + 1
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = pad
+    xp = jnp.pad(x, widths)
+    out = 0.0
+    for j, c in enumerate(taps):
+        out = out + float(c) * jax.lax.slice_in_dim(xp, j, j + n, stride=stride, axis=axis)
+    return out
+
+
+def _interleave_zeros(x, axis: int):
+    """[a, b, ...] -> [a, 0, b, 0, ...] along ``axis`` (zero insertion of ×2 upsampling)."""
+    z = jnp.stack([x, jnp.zeros_like(x)], axis=axis + 1)
+    shape = list(x.shape)
+    shape[axis] *= 2
+    return z.reshape(shape)
 
 
 def fir_upsample(x, kernel: Sequence[int] = (1, 3, 3, 1)):
-    """×2 FIR upsampling of H and W (``upfirdn2d`` with up=2, gain 1), per channel. NHWC."""
-    c = x.shape[-1]
-    k = _fir_kernel_2d(kernel) * 4.0
-    p = len(kernel)
-    pad0 = (p + 1) // 2  # 2 for a 4-tap kernel
-    pad1 = p // 2  # 2: one trailing inserted zero + 1 pad
-    w = jnp.asarray(np.tile(k[:, :, None, None], (1, 1, 1, c)), dtype=x.dtype)
-    return jax.lax.conv_general_dilated(
-        x, w, window_strides=(1, 1), padding=((pad0, pad1), (pad0, pad1)), lhs_dilation=(2, 2),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c,
-    )
+    """×2 FIR upsampling of H and W (``upfirdn2d`` with up=2, gain 1), per channel. NHWC.
+
+    Zero insertion, zero padding (2 before, 1 after for a 4-tap kernel) as the reference,
+    then correlation with 2·taps on each axis (gain 4 in 2-D).
+    """
+    taps = _fir_taps(kernel) * 2.0
+    p = len(kernel) - 2
+    pad = ((p + 1) // 2 + 1, p // 2)
+    for axis in (1, 2):
+        x = _fir1d(_interleave_zeros(x, axis), taps, axis, 1, pad)
+    return x
 
 
 def fir_downsample(x, kernel: Sequence[int] = (1, 3, 3, 1)):
     """×2 FIR downsampling of H and W (``upfirdn2d`` with down=2), per channel. NHWC."""
-    c = x.shape[-1]
-    k = _fir_kernel_2d(kernel)
-    p = len(kernel)
-    pad = (p - 2 + 1) // 2  # 1 for a 4-tap kernel
-    padr = (p - 2) // 2
-    w = jnp.asarray(np.tile(k[:, :, None, None], (1, 1, 1, c)), dtype=x.dtype)
-    return jax.lax.conv_general_dilated(
-        x, w, window_strides=(2, 2), padding=((pad, padr), (pad, padr)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c,
-    )
+    taps = _fir_taps(kernel)
+    p = len(kernel) - 2
+    pad = ((p + 1) // 2, p // 2)
+    for axis in (1, 2):
+        x = _fir1d(x, taps, axis, 2, pad)
+    return x
 
 
 class _GroupNorm(nn.Module):
