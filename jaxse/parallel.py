@@ -1,0 +1,341 @@
+"""The shape of a batched enhancement run: buckets, padding and masks, keys, device sharding, chunking.
+
+Everything here is about *where* utterances go, not about the method itself (:mod:`jaxse.udiffse`):
+
+* **Buckets.** Frame counts are padded to a small set of sizes (:func:`bucket_sizes`: multiples of the
+  pad multiple 64 and of the network's frame multiple, doubling up to the chunk size), and batches have a
+  fixed number of rows, so a dataset run compiles one program per bucket at most.
+* **Padding and masks.** Utterances of different lengths share a batch as zero-padded waveform rows plus
+  their true lengths. :func:`batched_spec` computes, inside ``jit`` and with static shapes, exactly what
+  :func:`jaxse.spectral.normalize_for_inference` gives each utterance on its own (reflect-padded centred
+  STFT of the true length, then zero frames), and the frame mask; :func:`batched_wave` is
+  :func:`jaxse.spectral.spec_to_wave` without the reference's tail quirk (frames past the utterance are
+  dropped before the inverse STFT, so the end is not attenuated).
+* **Keys.** Each utterance (chunk) draws its noise from its own key, derived from ``(seed, hash of its
+  identity, chunk index)`` (:func:`key_data`, :func:`derive_key`), so a result depends neither on the
+  batch it landed in nor on the number of devices.
+* **Devices.** A 1-D mesh with axis ``"utt"`` (:func:`make_mesh`); :func:`utterance_map` runs a function
+  with ``jax.shard_map``, batched arguments split over the axis and the network variables replicated. The
+  batch size is a multiple of the device count; empty rows are silent dummy utterances.
+* **Chunks.** A long signal is cut into chunks of a fixed length overlapping by (default) 50 %
+  (:func:`plan_chunks`), each enhanced at the same compiled shape, and put back together by
+  :class:`OverlapAdd`: sine-squared cross-fades in the waveform domain, normalised by the summed weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxse.spectral import SpecConfig, compress, decompress, hann_window
+
+AXIS = "utt"
+
+
+# ------------------------------------------------------------------------------------------ buckets
+
+
+def frame_quantum(frame_multiple: int, pad_multiple: int = 64) -> int:
+    """Smallest frame count that both the network (``frame_multiple``) and the padding rule accept."""
+    return math.lcm(int(frame_multiple), int(pad_multiple))
+
+
+def bucket_sizes(chunk_frames: int, quantum: int = 64) -> tuple[int, ...]:
+    """``quantum·2^k`` below ``chunk_frames``, then ``chunk_frames`` (which must be a multiple of ``quantum``).
+
+    E.g. ``bucket_sizes(512) == (64, 128, 256, 512)`` and ``bucket_sizes(384) == (64, 128, 256, 384)``.
+    """
+    chunk_frames, quantum = int(chunk_frames), int(quantum)
+    if quantum < 1 or chunk_frames < quantum or chunk_frames % quantum:
+        raise ValueError(f"chunk_frames={chunk_frames} must be a positive multiple of {quantum}")
+    sizes, n = [], quantum
+    while n < chunk_frames:
+        sizes.append(n)
+        n *= 2
+    sizes.append(chunk_frames)
+    return tuple(sizes)
+
+
+def choose_bucket(num_frames: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket holding ``num_frames`` frames."""
+    for b in sorted(buckets):
+        if num_frames <= b:
+            return int(b)
+    raise ValueError(f"{num_frames} frames exceed the largest bucket ({max(buckets)}); chunk the signal first")
+
+
+def round_up(n: int, multiple: int) -> int:
+    return -(-int(n) // int(multiple)) * int(multiple)
+
+
+# ------------------------------------------------------------------------------- padding and masks
+
+
+def pad_rows(waves: Sequence[np.ndarray], num_rows: int, row_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stack 1-D waveforms into a zero-padded ``(num_rows, row_length)`` float32 array; ``lengths`` (num_rows,).
+
+    Rows past ``len(waves)`` are silent dummy utterances of length ``row_length``.
+    """
+    if len(waves) > num_rows:
+        raise ValueError(f"{len(waves)} waveforms do not fit in {num_rows} rows")
+    out = np.zeros((num_rows, row_length), np.float32)
+    lengths = np.full((num_rows,), row_length, np.int32)
+    for i, w in enumerate(waves):
+        w = np.asarray(w, np.float32).reshape(-1)
+        if w.shape[0] > row_length:
+            raise ValueError(f"waveform {i} has {w.shape[0]} samples, more than the row length {row_length}")
+        out[i, : w.shape[0]] = w
+        lengths[i] = w.shape[0]
+    return out, lengths
+
+
+def num_frames_of(lengths, cfg: SpecConfig):
+    """Frames of the centred STFT of ``lengths`` samples (works on ints, numpy and jax arrays)."""
+    return 1 + lengths // cfg.hop_length
+
+
+def frame_mask(lengths, num_frames: int, cfg: SpecConfig):
+    """``(U, num_frames)`` float mask: 1 on the frames each utterance's STFT has, 0 on padding."""
+    t = jnp.arange(num_frames)
+    return (t[None, :] < num_frames_of(jnp.asarray(lengths), cfg)[:, None]).astype(jnp.float32)
+
+
+def batched_spec(waves, lengths, num_frames: int, cfg: SpecConfig):
+    """Compressed spectrograms of zero-padded rows, as if each row were transformed on its own.
+
+    ``waves`` (U, L) real, ``lengths`` (U,) int with ``cfg.n_fft // 2 < lengths`` and ``1 + lengths // hop <=
+    num_frames``. Returns ``(spec (U, F, num_frames) complex, mask (U, num_frames))``: row ``u`` equals
+    ``compress(stft(waves[u, :lengths[u]]))`` followed by zero frames (the inference padding), computed with
+    static shapes: the reflect padding at the end of each row is an index computation on its length.
+    """
+    waves = jnp.asarray(waves)
+    n_fft, hop = cfg.n_fft, cfg.hop_length
+    row = waves.shape[-1]
+    pos = np.arange(num_frames)[:, None] * hop + np.arange(n_fft)[None, :] - n_fft // 2  # (T, n_fft)
+
+    def one(x, length):
+        p = jnp.abs(jnp.asarray(pos))  # reflect at the start: x[-p]
+        p = jnp.where(p >= length, 2 * (length - 1) - p, p)  # reflect at the end: x[2(L-1) - p]
+        return x[jnp.clip(p, 0, row - 1)]
+
+    frames = jax.vmap(one)(waves, jnp.asarray(lengths))  # (U, T, n_fft)
+    rdt = jnp.float64 if waves.dtype == jnp.float64 else jnp.float32
+    window = jnp.asarray(hann_window(n_fft, dtype=np.float64), dtype=rdt)
+    spec = jnp.swapaxes(jnp.fft.rfft(frames * window, n=n_fft, axis=-1), -1, -2)  # (U, F, T)
+    mask = frame_mask(lengths, num_frames, cfg)
+    return compress(spec, cfg) * mask[:, None, :], mask
+
+
+def batched_wave(spec, lengths, row_length: int, cfg: SpecConfig):
+    """Inverse of :func:`batched_spec`: ``(U, F, T)`` compressed -> ``(U, row_length)`` waveforms.
+
+    Row ``u`` equals ``spec_to_wave(spec[u], lengths[u], cfg)`` (frames past the utterance's own are
+    dropped before the inverse STFT, so its end is reconstructed exactly) followed by zeros; samples
+    at and after ``lengths[u]`` are zero.
+    """
+    spec = jnp.asarray(spec)
+    n_fft, hop = cfg.n_fft, cfg.hop_length
+    num_frames = spec.shape[-1]
+    lengths = jnp.asarray(lengths)
+    mask = frame_mask(lengths, num_frames, cfg)  # (U, T)
+    rdt = jnp.float64 if spec.dtype == jnp.complex128 else jnp.float32
+    w = hann_window(n_fft, dtype=np.float64)
+    window = jnp.asarray(w, dtype=rdt)
+    spec = decompress(spec, cfg) * mask[:, None, :]
+    frames = jnp.fft.irfft(jnp.swapaxes(spec, -1, -2), n=n_fft, axis=-1) * window  # (U, T, n_fft)
+    total = n_fft + hop * (num_frames - 1)
+    idx = np.arange(num_frames)[:, None] * hop + np.arange(n_fft)[None, :]
+    u = spec.shape[0]
+    out = jnp.zeros((u, total), rdt).at[:, idx].add(frames)
+    env = jnp.zeros((u, total), rdt).at[:, idx].add(mask[:, :, None].astype(rdt) * jnp.asarray(w**2, rdt))
+    out = out / jnp.where(env > 1e-11, env, 1.0)
+    start = n_fft // 2
+    out = out[:, start:start + row_length]
+    if out.shape[-1] < row_length:
+        out = jnp.pad(out, ((0, 0), (0, row_length - out.shape[-1])))
+    keep = jnp.arange(row_length)[None, :] < lengths[:, None]
+    return jnp.where(keep, out, 0.0)
+
+
+def row_length(num_frames: int, cfg: SpecConfig) -> int:
+    """Longest waveform (exclusive bound) whose STFT has at most ``num_frames`` frames: ``num_frames·hop``."""
+    return int(num_frames) * cfg.hop_length
+
+
+def min_length(cfg: SpecConfig) -> int:
+    """Shortest waveform the centred STFT accepts: its reflect padding needs more than ``n_fft // 2`` samples."""
+    return cfg.n_fft // 2 + 1
+
+
+def peak_magnitude(x: np.ndarray, cfg: SpecConfig, block_frames: int = 2048) -> float:
+    """``max |stft(x)|`` (float64, numpy), computed block by block so that hours of audio fit in memory."""
+    x = np.asarray(x, np.float64).reshape(-1)
+    n_fft, hop = cfg.n_fft, cfg.hop_length
+    pad = n_fft // 2
+    if x.shape[0] <= pad:
+        raise ValueError(f"signal of {x.shape[0]} samples is too short for a centred STFT with n_fft={n_fft}")
+    xp = np.pad(x, (pad, pad), mode="reflect")
+    n = cfg.num_frames(x.shape[0])
+    window = hann_window(n_fft, dtype=np.float64)
+    peak = 0.0
+    for t0 in range(0, n, block_frames):
+        t = np.arange(t0, min(n, t0 + block_frames))
+        frames = xp[t[:, None] * hop + np.arange(n_fft)[None, :]] * window
+        peak = max(peak, float(np.max(np.abs(np.fft.rfft(frames, n=n_fft, axis=-1)))))
+    return peak
+
+
+def norm_factor(x: np.ndarray, cfg: SpecConfig, eps: float = 1e-12) -> float:
+    """The inference normalisation factor of a whole signal: ``max |compress(stft(x))|``, at least ``eps``.
+
+    Equal to the ``NF`` of :func:`jaxse.spectral.normalize_for_inference` (zero frames do not change a max).
+    """
+    peak = peak_magnitude(x, cfg)
+    if cfg.transform == "exponent":
+        peak = cfg.factor * peak**cfg.exponent
+    return max(peak, eps)
+
+
+# --------------------------------------------------------------------------------------------- keys
+
+
+def utterance_hash(uid: str) -> tuple[int, int]:
+    """Two uint32 words of a stable hash (BLAKE2b) of an utterance's identity, e.g. its relative path."""
+    d = hashlib.blake2b(str(uid).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(d[:4], "little"), int.from_bytes(d[4:], "little")
+
+
+def key_data(seed: int, uid: str, chunk: int = 0) -> np.ndarray:
+    """uint32[5] ``(seed low, seed high, hash0, hash1, chunk)``: everything a row's key is derived from."""
+    seed = int(seed) % 2**64
+    h0, h1 = utterance_hash(uid)
+    return np.array([seed & 0xFFFFFFFF, seed >> 32, h0, h1, int(chunk) % 2**32], np.uint32)
+
+
+def derive_key(data):
+    """The PRNG key of one row from its :func:`key_data` (jit-safe): ``PRNGKey(0)`` folded with each word."""
+    key = jax.random.PRNGKey(0)
+    for i in range(5):
+        key = jax.random.fold_in(key, data[i])
+    return key
+
+
+# ------------------------------------------------------------------------------------------ devices
+
+
+def make_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over ``devices`` (default: all) with the utterance axis :data:`AXIS`."""
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), (AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec(AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def utterance_map(fn: Callable, mesh: Mesh, num_args: int, replicated_argnums: Sequence[int] = (0,)) -> Callable:
+    """``jax.shard_map`` of ``fn`` over the utterance axis.
+
+    Arguments at ``replicated_argnums`` (e.g. the network variables) are replicated; the others, and all
+    outputs, are split along their leading (utterance) axis, whose size must be a multiple of the device
+    count. ``fn`` sees the local rows only and must treat rows independently.
+    """
+    rep = set(replicated_argnums)
+    in_specs = tuple(PartitionSpec() if i in rep else PartitionSpec(AXIS) for i in range(num_args))
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=PartitionSpec(AXIS), check_vma=False)
+
+
+# ------------------------------------------------------------------------------------------- chunks
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkPlan:
+    """Chunks ``[starts[i], starts[i] + chunk_length)`` covering ``[0, length)``, cross-faded over ``fade`` samples.
+
+    Chunks start every ``chunk_length - fade`` samples; the last one is moved back to end at ``length``
+    (so every chunk holds only real signal; it may overlap its neighbour by more than ``fade``).
+    """
+
+    length: int
+    chunk_length: int
+    fade: int
+    starts: tuple[int, ...]
+
+    @property
+    def num_chunks(self) -> int:
+        return len(self.starts)
+
+    def weight(self, i: int) -> np.ndarray:
+        """Cross-fade weight of chunk ``i``: sin² rise over its first ``fade`` samples (not for the first
+        chunk), cos² fall over its last ``fade`` (not for the last chunk), 1 elsewhere. A rise and the
+        fall it overlaps sum to 1 exactly; :class:`OverlapAdd` divides by the summed weights anyway, which
+        covers the moved last chunk."""
+        w = np.ones(self.chunk_length, np.float64)
+        if self.num_chunks == 1 or self.fade == 0:
+            return w
+        ramp = np.sin(0.5 * np.pi * (np.arange(self.fade) + 0.5) / self.fade) ** 2
+        if i > 0:
+            w[: self.fade] = ramp
+        if i < self.num_chunks - 1:
+            w[-self.fade:] *= ramp[::-1]
+        return w
+
+
+def plan_chunks(length: int, chunk_length: int, overlap: float = 0.5) -> ChunkPlan:
+    """Cut ``length`` samples into chunks of ``chunk_length`` overlapping by the fraction ``overlap`` (≤ 0.5).
+
+    A signal no longer than one chunk is one chunk of its own length.
+    """
+    length, chunk_length = int(length), int(chunk_length)
+    if not 0.0 <= overlap <= 0.5:
+        raise ValueError(f"overlap must be in [0, 0.5], got {overlap}")
+    if length <= chunk_length:
+        return ChunkPlan(length, length, 0, (0,))
+    fade = int(round(overlap * chunk_length))
+    hop = chunk_length - fade
+    starts = list(range(0, length - chunk_length, hop))
+    starts.append(length - chunk_length)
+    return ChunkPlan(length, chunk_length, fade, tuple(starts))
+
+
+class OverlapAdd:
+    """Accumulates enhanced chunks of a :class:`ChunkPlan` in any order; :meth:`result` when all arrived.
+
+    Memory: two float32 buffers of the signal's length (the device only ever sees fixed-size chunks).
+    """
+
+    def __init__(self, plan: ChunkPlan):
+        self.plan = plan
+        self._sum = np.zeros(plan.length, np.float32)
+        self._wsum = np.zeros(plan.length, np.float32)
+        self._missing = set(range(plan.num_chunks))
+
+    @property
+    def done(self) -> bool:
+        return not self._missing
+
+    def add(self, i: int, chunk: np.ndarray) -> None:
+        if i not in self._missing:
+            raise ValueError(f"chunk {i} added twice or out of range")
+        s, n = self.plan.starts[i], self.plan.chunk_length
+        chunk = np.asarray(chunk, np.float64).reshape(-1)[:n]
+        w = self.plan.weight(i)
+        self._sum[s:s + n] += (w * chunk).astype(np.float32)
+        self._wsum[s:s + n] += w.astype(np.float32)
+        self._missing.discard(i)
+
+    def result(self) -> np.ndarray:
+        if self._missing:
+            raise RuntimeError(f"chunks {sorted(self._missing)} are missing")
+        return (self._sum / np.maximum(self._wsum, 1e-12)).astype(np.float32)
