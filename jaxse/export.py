@@ -17,7 +17,7 @@ import orbax.checkpoint as ocp
 import jaxse
 from jaxse.models import ScoreModel, count_params
 from jaxse.spectral import SpecConfig
-from jaxse.training import METADATA_ITEM, STATE_ITEM, load_checkpoint
+from jaxse.training import METADATA_ITEM, STATE_ITEM
 
 
 def export_prior(directory, model: ScoreModel, variables, spec: SpecConfig = SpecConfig(), step: int = 0,
@@ -46,14 +46,3 @@ def export_prior(directory, model: ScoreModel, variables, spec: SpecConfig = Spe
         mngr.wait_until_finished()
     return directory
 
-
-def load_prior(path):
-    """``(model, variables, metadata)`` from an exported prior, a training workdir, or a reference
-    ``.ckpt``/``.npz`` (converted on the fly)."""
-    path = Path(path)
-    if path.is_file() and path.suffix in (".ckpt", ".pt", ".pth", ".npz"):
-        from jaxse import convert
-
-        model, variables = convert.import_reference(path)
-        return model, variables, {"source": str(path), "model": model.to_dict(), "spec": SpecConfig().to_dict()}
-    return load_checkpoint(path)

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 from jaxse import convert
-from jaxse.export import load_prior
+from jaxse.training import load_checkpoint
 from tests.conftest import GOLDEN, REPO, cplx, load_golden, rel_err
 
 
@@ -19,7 +19,7 @@ def test_convert_cli_round_trip(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "440,382 parameters" in r.stdout
-    model, variables, meta = load_prior(out)
+    model, variables, meta = load_checkpoint(out)
     assert meta["kind"] == "inference-prior" and meta["sample_rate"] == 16000
     _, ref = convert.import_reference(src)
     jax.tree.map(np.testing.assert_array_equal, variables, ref)
