@@ -46,3 +46,51 @@ def export_prior(directory, model: ScoreModel, variables, spec: SpecConfig = Spe
         mngr.wait_until_finished()
     return directory
 
+
+
+def main(argv=None) -> int:
+    """``python -m jaxse.export WORKDIR -o OUTDIR [--step N]``: a training run's EMA weights as a prior.
+
+    Without ``--step`` the kept checkpoint with the lowest EMA validation loss (from
+    ``WORKDIR/metrics.jsonl``) is exported; its validation loss and training config go into the metadata.
+    """
+    import argparse
+    import json
+    import sys
+
+    from jaxse.training import load_checkpoint, read_checkpoint_metadata
+
+    ap = argparse.ArgumentParser(prog="python -m jaxse.export", description=main.__doc__)
+    ap.add_argument("workdir", help="train.py workdir")
+    ap.add_argument("-o", "--output", required=True)
+    ap.add_argument("--step", type=int, default=None)
+    args = ap.parse_args(argv)
+    workdir = Path(args.workdir)
+    kept = sorted(int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit())
+    if not kept:
+        print(f"error: no checkpoints in {workdir / 'checkpoints'}", file=sys.stderr)
+        return 2
+    valid = {}
+    metrics = workdir / "metrics.jsonl"
+    if metrics.exists():
+        for line in metrics.read_text().splitlines():
+            rec = json.loads(line)
+            if "valid/loss" in rec:
+                valid[int(rec["step"])] = float(rec["valid/loss"])
+    step = args.step
+    if step is None:
+        scored = [s for s in kept if s in valid]
+        step = min(scored, key=valid.get) if scored else kept[-1]
+    elif step not in kept:
+        print(f"error: step {step} is not among the kept checkpoints {kept}", file=sys.stderr)
+        return 2
+    model, variables, meta = load_checkpoint(workdir / "checkpoints" / str(step))
+    train_meta = read_checkpoint_metadata(workdir / "checkpoints" / str(step))
+    out = export_prior(args.output, model, variables, SpecConfig(**meta["spec"]), step=step,
+                       extra={"valid_loss_ema": valid.get(step), "train_config": train_meta.get("config")})
+    print(f"wrote {out}: step {step}, EMA valid loss {valid.get(step)}, {count_params(variables['params']):,} parameters")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
