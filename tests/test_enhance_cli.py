@@ -151,12 +151,11 @@ def test_cli_errors_are_one_line(tmp_path):
     assert p.returncode == 2 and "num_steps must be >= 1" in p.stderr
 
 
-def test_cli_without_a_shipped_prior_asks_for_a_checkpoint(tmp_path):
-    from jaxse.enhance import default_checkpoint_path
+def test_without_a_shipped_prior_the_error_asks_for_a_checkpoint(tmp_path, monkeypatch):
+    from jaxse import enhance as enhance_lib
 
-    if default_checkpoint_path().exists():
-        pytest.skip("a prior is shipped in jaxse/assets/prior")
-    p = run_cli(tmp_path, "-o", tmp_path / "out")
-    assert p.returncode == 2
-    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "--checkpoint" in lines[0], p.stderr
+    monkeypatch.setattr(enhance_lib, "default_checkpoint_path", lambda: tmp_path / "no_prior_here")
+    with pytest.raises(enhance_lib.CheckpointError) as err:
+        enhance_lib.load_prior()
+    message = str(err.value)
+    assert "--checkpoint" in message and "\n" not in message
