@@ -91,17 +91,22 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def _existing_file(path) -> str:
+    p = str(path)
+    if not os.path.exists(p):
+        raise AudioError(f"{p}: no such file")
+    if os.path.isdir(p):
+        raise AudioError(f"{p}: is a directory, not an audio file")
+    return p
+
+
 def probe_audio(path) -> AudioInfo:
     """Read the header of an audio file without decoding it.
 
     Raises :class:`AudioError` if the file is missing, is not audio that libsndfile reads, or
     holds zero frames. (Non-finite samples are only found by :func:`read_audio`.)
     """
-    p = str(path)
-    if not os.path.exists(p):
-        raise AudioError(f"{p}: no such file")
-    if os.path.isdir(p):
-        raise AudioError(f"{p}: is a directory, not an audio file")
+    p = _existing_file(path)
     try:
         info = sf.info(p)
     except Exception as exc:  # libsndfile errors, OSError, ...
@@ -119,11 +124,7 @@ def read_audio(path, target_sr: int | None = None) -> Audio:
     Channels are averaged. Raises :class:`AudioError` for a missing, unreadable or non-audio
     file, a file without samples, or one that holds NaN or Inf samples.
     """
-    p = str(path)
-    if not os.path.exists(p):
-        raise AudioError(f"{p}: no such file")
-    if os.path.isdir(p):
-        raise AudioError(f"{p}: is a directory, not an audio file")
+    p = _existing_file(path)
     try:
         data, sr = sf.read(p, dtype="float32", always_2d=True)
     except Exception as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -47,3 +48,12 @@ def cplx(d: dict, key: str, squeeze_channel: bool = False) -> np.ndarray:
 def rel_err(a, b) -> float:
     a, b = np.asarray(a), np.asarray(b)
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+@pytest.fixture
+def fast_compile():
+    """XLA optimisations off for the duration of a test (restored afterwards: other tests want them)."""
+    old = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", old)

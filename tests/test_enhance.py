@@ -57,13 +57,6 @@ def chunk_gain_posterior(key, score_fn, sde, cfg, x, mask):
     return x * (1.0 + 0.5 * jnp.sin(40.0 * level)), {}
 
 
-@pytest.fixture
-def fast_compile():
-    old = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
-
 
 def tone(seconds, freq=220.0, amp=0.5, extra=0):
     t = np.arange(int(seconds * SR) + extra) / SR

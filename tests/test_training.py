@@ -33,14 +33,6 @@ from jaxse.sde import OUVESDE  # noqa: E402
 # ----------------------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture
-def fast_compile():
-    """XLA optimisations off for the duration of a test (restored afterwards: other tests want them)."""
-    old = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
-
 
 def write_synthetic_audio(root: Path, n_train: int = 4, n_valid: int = 2, seconds: float = 0.3) -> Path:
     """Sines plus noise as 16 kHz FLACs in ``root/train`` and ``root/valid``."""
