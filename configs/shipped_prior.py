@@ -10,16 +10,12 @@ checkpoint. Reproduce::
     python train.py --config configs/shipped_prior.py --workdir runs/shipped_prior
 """
 
-from configs import default
+from configs import udiffse_plus_28m
 
 
 def get_config():
-    config = default.get_config()
+    config = udiffse_plus_28m.get_config()  # the NCSN++M layout, "noise" parameterisation
     config.model.nf = 16
-    config.model.ch_mult = (1, 2, 2, 2)
-    config.model.num_res_blocks = 1
-    config.model.attn_resolutions = ()
-    config.model.parameterization = "noise"
     config.data.crop_frames = 64
     config.training.batch_size = 8
     config.training.lr = 5e-4

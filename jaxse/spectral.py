@@ -145,12 +145,6 @@ def spec_to_wave(spec, length: int, cfg: SpecConfig = DEFAULT_SPEC, reference_ta
     return istft(decompress(spec, cfg), length, cfg)
 
 
-def peak_normalize(x, eps: float = 1e-12):
-    """Training normalisation: divide each waveform (last axis) by its peak magnitude."""
-    peak = jnp.max(jnp.abs(x), axis=-1, keepdims=True)
-    return x / jnp.maximum(peak, eps)
-
-
 def pad_frames(spec, multiple: int):
     """Zero-pad the frame axis (last) at the end to a multiple of ``multiple``."""
     n = spec.shape[-1]
