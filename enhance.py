@@ -49,7 +49,7 @@ flags.DEFINE_string("checkpoint", None,
                     "train.py workdir/checkpoint or reference .ckpt/.npz (default: the shipped prior).")
 flags.DEFINE_integer("seed", 0, "Base seed of the sampler noise.")
 flags.DEFINE_integer("batch-size", 4, "Utterances (or chunks) enhanced together per compiled call.")
-flags.DEFINE_integer("chunk-frames", 512, "Longest segment in STFT frames (a multiple of 64); longer files are "
+flags.DEFINE_integer("chunk-frames", 1024, "Longest segment in STFT frames (a multiple of 64); longer files are "
                      "processed in 50%-overlapping chunks of this size.")
 flags.DEFINE_bool("overwrite", False, "Redo files whose output already exists.")
 flags.DEFINE_string("log", None, "CSV log file (default OUTDIR/enhance_log.csv; appended).")

@@ -119,7 +119,7 @@ class Enhancer:
     """
 
     def __init__(self, model, variables, cfg: PosteriorConfig = PosteriorConfig(), *, spec: SpecConfig = SpecConfig(),
-                 batch_size: int = 4, chunk_frames: int = 512, overlap: float = 0.5, seed: int = 0, devices=None,
+                 batch_size: int = 4, chunk_frames: int = 1024, overlap: float = 0.5, seed: int = 0, devices=None,
                  posterior: Callable = posterior_mean, buckets: Sequence[int] | None = None,
                  silence_threshold: float = 2.0**-15, max_pending: int | None = None):
         self.model = model

@@ -3,7 +3,7 @@
 Everything here is about *where* utterances go, not about the method itself (:mod:`jaxse.udiffse`):
 
 * **Buckets.** Frame counts are padded to a small set of sizes (:func:`bucket_sizes`: multiples of the
-  pad multiple 64 and of the network's frame multiple, doubling up to the chunk size), and batches have a
+  pad multiple 64 and of the network's frame multiple, in half-octave steps up to the chunk size), and batches have a
   fixed number of rows, so a dataset run compiles one program per bucket at most.
 * **Padding and masks.** Utterances of different lengths share a batch as zero-padded waveform rows plus
   their true lengths. :func:`batched_spec` computes, inside ``jit`` and with static shapes, exactly what
@@ -48,19 +48,24 @@ def frame_quantum(frame_multiple: int, pad_multiple: int = 64) -> int:
 
 
 def bucket_sizes(chunk_frames: int, quantum: int = 64) -> tuple[int, ...]:
-    """``quantum·2^k`` below ``chunk_frames``, then ``chunk_frames`` (which must be a multiple of ``quantum``).
+    """Frame buckets up to ``chunk_frames``: ``quantum·2^k`` and ``quantum·3·2^(k-1)`` (×1.5 between doublings).
 
-    E.g. ``bucket_sizes(512) == (64, 128, 256, 512)`` and ``bucket_sizes(384) == (64, 128, 256, 384)``.
+    The half-octave steps keep the padding under 50 % of the signal above ``2·quantum`` frames, at the cost
+    of a few more compiled programs (only the buckets a run meets are compiled). ``chunk_frames`` must be a
+    multiple of ``quantum`` and is always the last bucket. E.g. ``bucket_sizes(512) == (64, 128, 192, 256,
+    384, 512)`` and ``bucket_sizes(320) == (64, 128, 192, 256, 320)``.
     """
     chunk_frames, quantum = int(chunk_frames), int(quantum)
     if quantum < 1 or chunk_frames < quantum or chunk_frames % quantum:
         raise ValueError(f"chunk_frames={chunk_frames} must be a positive multiple of {quantum}")
-    sizes, n = [], quantum
+    sizes, n = set(), quantum
     while n < chunk_frames:
-        sizes.append(n)
+        sizes.add(n)
+        if n >= 2 * quantum and 3 * n // 2 < chunk_frames:
+            sizes.add(3 * n // 2)
         n *= 2
-    sizes.append(chunk_frames)
-    return tuple(sizes)
+    sizes.add(chunk_frames)
+    return tuple(sorted(sizes))
 
 
 def choose_bucket(num_frames: int, buckets: Sequence[int]) -> int:

@@ -14,15 +14,20 @@ CFG = S.SpecConfig()
 
 
 def test_buckets():
-    assert P.bucket_sizes(512) == (64, 128, 256, 512)
-    assert P.bucket_sizes(384) == (64, 128, 256, 384)
+    assert P.bucket_sizes(512) == (64, 128, 192, 256, 384, 512)
+    assert P.bucket_sizes(1024) == (64, 128, 192, 256, 384, 512, 768, 1024)
+    assert P.bucket_sizes(320) == (64, 128, 192, 256, 320)
     assert P.bucket_sizes(64) == (64,)
     assert P.frame_quantum(2) == 64 and P.frame_quantum(64) == 64 and P.frame_quantum(128) == 128
-    assert P.bucket_sizes(512, P.frame_quantum(128)) == (128, 256, 512)
+    assert P.bucket_sizes(512, P.frame_quantum(128)) == (128, 256, 384, 512)
+    for chunk in range(64, 4097, 64):  # every bucket is a multiple of the quantum; padding < 50 % above 128
+        buckets = P.bucket_sizes(chunk)
+        assert all(b % 64 == 0 for b in buckets) and buckets[-1] == chunk
+        assert all(P.choose_bucket(n, buckets) < 1.5 * n for n in range(129, chunk + 1, 7))
     with pytest.raises(ValueError):
         P.bucket_sizes(100)
     buckets = P.bucket_sizes(512)
-    assert [P.choose_bucket(n, buckets) for n in (1, 64, 65, 200, 257, 512)] == [64, 64, 128, 256, 512, 512]
+    assert [P.choose_bucket(n, buckets) for n in (1, 64, 65, 200, 257, 512)] == [64, 64, 128, 256, 384, 512]
     with pytest.raises(ValueError):
         P.choose_bucket(513, buckets)
     assert P.round_up(5, 4) == 8 and P.round_up(8, 4) == 8
