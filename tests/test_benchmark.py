@@ -1,0 +1,206 @@
+"""``python -m jaxse.benchmark``: the JSON schema of a quick run (no timing assertions: machines are noisy).
+
+One quick run (shipped prior at 32 frames, 1 step, XLA optimisations off) is shared by the schema tests; the
+compilation-cache sweep (three fresh processes) has its own small run. Plus the pure helpers: the method
+registry's NFE, the full-recipe extrapolation, atomic JSON, cost-analysis robustness and usage errors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import jax
+import pytest
+
+from jaxse import benchmark
+from jaxse.benchmark import METHODS, RunSettings
+from jaxse.samplers import PCConfig, count_nfe
+from jaxse.spectral import SpecConfig
+from jaxse.udiffse import PosteriorConfig
+
+STEPS, EM, FRAMES = 1, 2, 32
+
+
+def _expected_nfe(method: str, steps: int, em: int) -> int:
+    if method == "prior":
+        return count_nfe(PCConfig(num_steps=steps))
+    if method == "udiffse":
+        return steps * 2 * em  # corrector + predictor per step, per EM iteration
+    return steps * 2
+
+
+def _positive_finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def _check_timing(t: dict, where: str) -> None:
+    for k in ("trace_s", "lower_s", "compile_s", "first_call_s", "steady_s"):
+        assert _positive_finite(t[k]), f"{where}: {k}={t[k]!r}"
+    assert t["repeats"] == len(t["times_s"]) >= 1
+    assert all(_positive_finite(v) for v in t["times_s"]), where
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "quick.json"
+    old = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", True)
+    try:
+        rc = benchmark.main(["--quick", "--networks", "tiny", "--steps", str(STEPS), "--em-iters", str(EM),
+                             "--frames", str(FRAMES), "--repeats", "1", "--sweeps", "steps,batch,length",
+                             "--sweep-steps", "1,2", "--sweep-batch", "1,2", "--sweep-samples", "1,2",
+                             "--sweep-frames", "32,64", "-o", str(out)])
+    finally:
+        jax.config.update("jax_disable_most_optimizations", old)
+    assert rc == 0
+    return json.loads(out.read_text())
+
+
+def test_header_and_environment(quick):
+    assert quick["schema"] == benchmark.SCHEMA
+    assert quick["complete"] is True and quick["errors"] == 0
+    env = quick["environment"]
+    for k in ("jax", "jaxlib", "flax", "backend", "device_kind"):
+        assert isinstance(env[k], str) and env[k]
+    assert env["jax"] == jax.__version__
+    assert env["device_count"] >= 1 and env["cpu_count"] >= 1
+    assert env["jax_disable_most_optimizations"] is True
+    net = quick["networks"]["tiny"]
+    assert net["params"] > 0 and net["num_bins"] == 256 and net["net"]["dtype"] == "float32"
+    assert quick["options"]["methods"] == list(METHODS)
+
+
+def test_main_rows(quick):
+    rows = quick["results"]
+    assert [(r["network"], r["method"]) for r in rows] == [("tiny", m) for m in METHODS]
+    for r in rows:
+        where = r["method"]
+        assert "error" not in r
+        assert r["nfe"] == _expected_nfe(r["method"], STEPS, EM), where
+        _check_timing(r["timing"], where)
+        fwd = r["forward"]
+        _check_timing(fwd, where + " forward")
+        assert fwd["shape"] == r["shapes"]["network"] == [r["rows"], 256, FRAMES]
+        assert r["shapes"]["input"] == [1, 256, FRAMES]
+        if fwd["flops"] is not None:  # XLA cost analysis available
+            assert fwd["flops"] > 0 and _positive_finite(fwd["gflops_per_s"])
+        assert r["per_nfe_s"] == pytest.approx(r["timing"]["steady_s"] / r["nfe"])
+        assert r["overhead_ratio"] == pytest.approx(r["timing"]["steady_s"] / (r["nfe"] * fwd["steady_s"]))
+        for k in ("per_nfe_s", "overhead_ratio", "rtf", "audio_s_per_utterance"):
+            assert _positive_finite(r[k]), (where, k)
+        full = r["full_recipe"]
+        assert full["extrapolated"] is True and full["assumption"]
+        assert _positive_finite(full["seconds"])
+    full = {r["method"]: r["full_recipe"]["nfe"] for r in rows}
+    assert full == {"prior": 60, "udiffse": 300, "udiffse+": 60}
+    assert rows[0]["settings"]["em_iters"] is None  # the prior does not use it
+    assert rows[1]["config"]["num_em"] == EM and rows[2]["config"]["method"] == "udiffse+"
+
+
+def test_steps_sweep_has_every_variant_per_step_count(quick):
+    entries = quick["sweeps"]["steps"]
+    got = {(e["steps"], e["variant"]) for e in entries}
+    assert got == {(n, v) for n in (1, 2) for v in ("scan", "loop", "unrolled")}
+    for e in entries:
+        _check_timing(e["timing"], f"steps {e['steps']} {e['variant']}")
+        assert e["nfe"] == count_nfe(PCConfig(num_steps=e["steps"]))
+        assert _positive_finite(e["per_step_s"])
+    loops = [e for e in entries if e["variant"] == "loop"]
+    assert all(e["timing"]["compiled_once"] for e in loops)
+
+
+def test_batch_and_length_sweeps(quick):
+    batch = quick["sweeps"]["batch"]
+    assert [(e["vary"], e["batch"], e["samples"], e["rows"]) for e in batch] == [
+        ("batch", 1, 1, 1), ("batch", 2, 1, 2), ("samples", 1, 2, 2)]
+    for e in batch:
+        assert e["method"] == "udiffse+" and e["nfe"] == _expected_nfe("udiffse+", STEPS, EM)
+        _check_timing(e["timing"], "batch")
+        assert e["per_utterance_s"] == pytest.approx(e["timing"]["steady_s"] / e["batch"])
+    length = quick["sweeps"]["length"]
+    assert [e["frames"] for e in length] == [32, 64]
+    for e in length:
+        _check_timing(e["timing"], "length")
+        assert _positive_finite(e["rtf"]) and _positive_finite(e["audio_s"])
+
+
+def test_report_table(quick):
+    text = benchmark.format_report(quick)
+    for word in ("GFLOP/s", "overhead", "udiffse+", "steps sweep", "batch sweep", "length sweep", "unrolled"):
+        assert word in text
+
+
+def test_cache_sweep_two_cached_runs_and_one_without(tmp_path, fast_compile):
+    out = tmp_path / "cache.json"
+    rc = benchmark.main(["--quick", "--networks", "tiny", "--methods", "none", "--sweeps", "cache",
+                         "--sweep-method", "prior", "--steps", "1", "--frames", "32", "-o", str(out)])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert result["results"] == []
+    runs = result["sweeps"]["cache"]
+    assert [r["cache"] for r in runs] == [False, True, True]
+    assert sum(1 for r in runs if r["cache"]) == 2
+    for r in runs:
+        for k in ("lower_s", "compile_s", "process_s"):
+            assert _positive_finite(r[k]), (r["run"], k)
+    assert runs[0]["cache_files"] is None and runs[1]["cache_files"] >= 1 and runs[2]["cache_files"] >= 1
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+@pytest.mark.parametrize("steps,em,samples", [(1, 1, 1), (3, 2, 4), (30, 5, 4)])
+def test_registry_nfe_and_rows(steps, em, samples):
+    s = RunSettings(steps=steps, em_iters=em, samples=samples, batch=3, frames=64)
+    assert METHODS["prior"].nfe(s) == count_nfe(PCConfig(num_steps=steps)) == 2 * steps
+    for name in ("udiffse", "udiffse+"):
+        cfg = PosteriorConfig(method=name, num_steps=steps, num_em=em, num_samples=samples)
+        assert METHODS[name].nfe(s) == cfg.nfe == _expected_nfe(name, steps, em)
+        assert METHODS[name].rows(s) == 3 * samples
+    assert METHODS["prior"].rows(s) == 3
+    assert "em_iters" in METHODS["udiffse"].uses and "em_iters" not in METHODS["udiffse+"].uses
+
+
+def test_full_recipe_extrapolation():
+    method = METHODS["udiffse"]
+    s = RunSettings(steps=2, em_iters=1, samples=1, batch=1, frames=128)
+    full = benchmark.full_recipe(method, s, per_nfe=0.5, steady=2.0, spec=SpecConfig())
+    assert full["extrapolated"] is True and full["nfe"] == 300 and full["rows"] == 4
+    assert full["size_scale"] == pytest.approx(4 * 256 / 128)
+    assert full["seconds"] == pytest.approx(300 * 0.5 * 8)
+    assert full["rtf"] == pytest.approx(full["seconds"] / (255 * 128 / 16000))
+    same = benchmark.full_recipe(method, method.full, per_nfe=0.5, steady=7.0, spec=SpecConfig())
+    assert same["extrapolated"] is False and same["seconds"] == 7.0 and same["assumption"] is None
+
+
+def test_json_is_atomic_and_strict(tmp_path):
+    path = tmp_path / "sub" / "x.json"
+    benchmark.write_json_atomic(path, {"a": float("nan"), "b": (1, 2.5), "c": float("inf")})
+    assert json.loads(path.read_text()) == {"a": None, "b": [1, 2.5], "c": None}
+    assert [p.name for p in path.parent.iterdir()] == ["x.json"]  # no temporary left behind
+
+
+def test_cost_analysis_is_robust():
+    class Raises:
+        def cost_analysis(self):
+            raise NotImplementedError
+
+    class AsList:
+        def cost_analysis(self):
+            return [{"flops": 12.0, "bytes accessed": 3.0}]
+
+    class Empty:
+        def cost_analysis(self):
+            return None
+
+    assert benchmark._cost(Raises()) == {"flops": None, "bytes_accessed": None}
+    assert benchmark._cost(AsList()) == {"flops": 12.0, "bytes_accessed": 3.0}
+    assert benchmark._cost(Empty()) == {"flops": None, "bytes_accessed": None}
+
+
+@pytest.mark.parametrize("args", [["--networks", "nope"], ["--methods", "nope"], ["--sweeps", "bogus"],
+                                  ["--step-variants", "while"], ["--sweep-method", "x"]])
+def test_usage_errors(args, capsys):
+    assert benchmark.main(["--quick", *args]) == 2
+    assert "error" in capsys.readouterr().err
