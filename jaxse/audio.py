@@ -17,6 +17,7 @@ import math
 import os
 import secrets
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import numpy as np
 import soundfile as sf
@@ -238,13 +239,22 @@ def write_audio(path, samples, sample_rate: int, subtype: str | None = None) -> 
     if subtype not in _UNCLIPPED_SUBTYPES and not subtype.startswith("MPEG"):
         data = np.clip(data.astype(np.float64), -1.0, _clip_upper(subtype))
 
+    return write_atomic(path, lambda fh: sf.write(fh, data, sample_rate, subtype=subtype, format=fmt))
+
+
+def write_atomic(path, write: Callable[[BinaryIO], object]) -> Path:
+    """Create or replace ``path`` atomically: ``write(fh)`` fills a hidden ``.<name>.<random>.part``
+    file in the same directory, which is fsynced and renamed over ``path`` (``os.replace``). Parent
+    directories are created. If anything fails, the temporary file is removed and ``path`` is left as it
+    was. Used for every file the package writes (audio, manifests, reports, benchmark JSON)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")
     # O_EXCL: never clobber another writer's temporary; mode 0o666 & ~umask like an ordinary file.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
-            sf.write(fh, data, sample_rate, subtype=subtype, format=fmt)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -256,6 +266,11 @@ def write_audio(path, samples, sample_rate: int, subtype: str | None = None) -> 
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def write_bytes_atomic(path, data: bytes) -> Path:
+    """:func:`write_atomic` of a byte string."""
+    return write_atomic(path, lambda fh: fh.write(data))
 
 
 def _fsync_dir(directory: Path) -> None:

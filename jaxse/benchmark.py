@@ -63,6 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxse import samplers
+from jaxse.audio import write_bytes_atomic
 from jaxse.models import ScoreModel, UDIFFSE_65M, UDIFFSE_PLUS_28M, count_params
 from jaxse.sde import complex_normal
 from jaxse.spectral import SpecConfig
@@ -888,21 +889,8 @@ def _clean(obj):
 
 
 def write_json_atomic(path, obj) -> None:
-    """Write ``obj`` as JSON to a temporary file next to ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_clean(obj), indent=1, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write ``obj`` as JSON (NaN/inf as null) atomically (:func:`jaxse.audio.write_bytes_atomic`)."""
+    write_bytes_atomic(path, (json.dumps(_clean(obj), indent=1, allow_nan=False) + "\n").encode("utf-8"))
 
 
 def _fs(v) -> str:

@@ -41,7 +41,6 @@ import io
 import json
 import math
 import os
-import secrets
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -52,7 +51,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from jaxse import metrics as M
-from jaxse.audio import AUDIO_EXTENSIONS, AudioError, read_audio
+from jaxse.audio import AUDIO_EXTENSIONS, AudioError, read_audio, write_bytes_atomic
 from jaxse.logging_utils import ProgressBar, format_duration
 
 SAMPLE_RATE = M.SAMPLE_RATE
@@ -527,23 +526,6 @@ def draw_figure(item: Item, row: dict) -> bytes:
 # Output
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _csv_value(v) -> str:
     if v is None:
         return ""
@@ -745,13 +727,13 @@ def evaluate(enhanced, clean, out_dir, noisy=None, manifest=None, metrics=None, 
         columns += ["input_" + m for m in names]
     columns += ["rtf", "message"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out_dir / "results.csv", results_csv(rows, columns))
+    write_bytes_atomic(out_dir / "results.csv", results_csv(rows, columns))
     for path, data in pngs:
-        _write_atomic(path, data)
+        write_bytes_atomic(path, data)
     clean_summary = _jsonable(summary)
-    _write_atomic(out_dir / "summary.json",
+    write_bytes_atomic(out_dir / "summary.json",
                   (json.dumps(clean_summary, indent=1, allow_nan=False) + "\n").encode("utf-8"))
-    _write_atomic(out_dir / "summary.md", render_markdown(clean_summary).encode("utf-8"))
+    write_bytes_atomic(out_dir / "summary.md", render_markdown(clean_summary).encode("utf-8"))
     return clean_summary
 
 

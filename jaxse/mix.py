@@ -38,8 +38,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
-import secrets
 import sys
 import time
 from collections import Counter
@@ -49,7 +47,8 @@ from typing import Any, Callable, NamedTuple, Sequence, TextIO
 import numpy as np
 import soundfile as sf
 
-from jaxse.audio import AudioError, find_audio_files, probe_audio, read_audio, resample, write_audio
+from jaxse.audio import (AudioError, find_audio_files, probe_audio, read_audio, resample, write_audio,
+                         write_bytes_atomic)
 from jaxse.logging_utils import ProgressBar, format_duration
 
 MANIFEST_NAME = "manifest.json"
@@ -366,18 +365,7 @@ def rebuild_mixture(record: dict, clean_root, noise_root) -> tuple[np.ndarray, n
 
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=1)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, (json.dumps(obj, indent=1) + "\n").encode("utf-8"))
 
 
 def _read_manifest(path: Path) -> dict | None:
