@@ -1,15 +1,21 @@
-"""Train a clean-speech diffusion prior (thin CLI around :func:`jaxse.training.train_and_evaluate`).
+"""Train a clean-speech diffusion prior or the RVAE (thin CLI around :func:`jaxse.training.train_and_evaluate`).
 
 Single process (all local devices, data parallel)::
 
     python train.py --config configs/cpu_small.py --workdir runs/cpu_small
     python train.py --config configs/udiffse_65m.py --workdir runs/u65 --config.training.batch_size=32
+    python train.py --config configs/rvae.py --workdir runs/rvae      # the RVAE speech model (model.family "rvae")
+
+``python -m jaxse.export WORKDIR -o OUT`` turns a run into an inference model (the checkpoint with the lowest
+validation loss): a prior directory for the diffusion models, ``rvae.json`` + ``rvae_params.npz`` +
+``MODEL_CARD.md`` for the RVAE.
 
 Config values are overridden with ``--config.<group>.<field>=value`` (the config is locked, so a typo in a
 field name is an error). Rerunning the same command on an existing workdir resumes from its latest
 checkpoint (``WORKDIR/checkpoints``) and reproduces the uninterrupted run exactly; raise
 ``--config.training.num_steps`` to train further. Outputs: ``WORKDIR/checkpoints``, ``WORKDIR/tb``
-(TensorBoard), ``WORKDIR/metrics.jsonl``, ``WORKDIR/samples/step_XXXXXX_k.wav``.
+(TensorBoard), ``WORKDIR/metrics.jsonl``, ``WORKDIR/samples/step_XXXXXX_k.wav`` (diffusion priors only). An RVAE
+run that stopped early (``training.early_stop_patience_epochs``) stays stopped when rerun.
 
 Multi-host: start the same command once per process, adding the coordinator (host:port of process 0,
 reachable from all), the number of processes and each process's id::

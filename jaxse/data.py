@@ -12,6 +12,15 @@ processes. Process ``p`` of ``P`` takes rows ``[p*B/P, (p+1)*B/P)`` of that plan
 concatenation over processes equals the one-process batch exactly, and each process decodes only
 the files of its own rows. Crop starts need every planned file's length; those come from the file
 headers, read once for all files when the dataset is built (cheap: no decoding).
+
+Silence trimming (the RVAE recipe)
+----------------------------------
+With ``trim_top_db`` every file is decoded when the dataset is built and cut to its non-silent
+part (:func:`trim_silence`, the equivalent of ``librosa.effects.trim``); ``lengths`` are then the
+trimmed lengths, crops and chunks are taken from the trimmed signals, and files shorter than one
+crop after trimming are left out (as the reference's chunk list leaves them out). Decoding the
+whole 2 h training set takes a few seconds, and every process does it (the plans need all
+lengths), so the determinism and sharding properties above hold unchanged.
 """
 
 from __future__ import annotations
@@ -35,6 +44,51 @@ def peak_normalize_np(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     peak = np.max(np.abs(x), axis=-1, keepdims=True)
     return np.divide(x, peak, out=np.zeros_like(x), where=peak > 0)
+
+
+def trim_silence(x: np.ndarray, top_db: float = 60.0, frame_length: int = 2048, hop_length: int = 512,
+                 amin: float = 1e-5) -> tuple[int, int]:
+    """``(start, end)`` of the non-silent part of a mono signal: ``librosa.effects.trim(x, top_db=...)[1]``.
+
+    The definition of librosa (``effects.trim`` with its defaults ``ref=np.max``, frame 2048, hop 512):
+
+    * frame RMS as ``librosa.feature.rms(y=x, frame_length, hop_length, center=True, pad_mode="constant")``:
+      ``x`` zero-padded by ``frame_length // 2`` on both sides, frames ``t = 0 .. len(x) // hop_length``
+      starting at ``t * hop_length``, ``rms_t = sqrt(mean(frame_t ** 2))``;
+    * level ``db_t = 20 log10(max(amin, rms_t)) - 20 log10(max(amin, max_t rms_t))`` (``amplitude_to_db``
+      with ``ref=np.max``, ``amin = 1e-5``);
+    * a frame is non-silent when ``db_t > -top_db``; with ``t0``/``t1`` the first/last non-silent frames,
+      ``start = t0 * hop_length`` and ``end = min(len(x), (t1 + 1) * hop_length)``; ``(0, 0)`` if none.
+
+    So a constant or all-zero signal is not trimmed at all (every frame is at 0 dB). The RMS is computed
+    in float64 (librosa: float32), which can only matter for a frame within float32 rounding of the
+    threshold; checked equal to librosa 0.11's ``effects.trim`` on 170 files of ``../shared/data`` and 200
+    random signals. Old librosa versions (0.7) padded the RMS frames by reflection instead of zeros,
+    which can change only the first and last frames.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 1:
+        raise ValueError(f"trim_silence expects a mono signal, got shape {x.shape}")
+    n = x.shape[0]
+    if n == 0:
+        return 0, 0
+    padded = np.pad(x, frame_length // 2)
+    n_frames = 1 + (padded.shape[0] - frame_length) // hop_length
+    frames = np.lib.stride_tricks.sliding_window_view(padded, frame_length)[::hop_length][:n_frames]
+    power = np.mean(frames * frames, axis=-1)
+    floor = float(amin) ** 2
+    db = 10.0 * np.log10(np.maximum(power, floor)) - 10.0 * np.log10(max(float(power.max()), floor))
+    loud = np.flatnonzero(db > -float(top_db))
+    if loud.size == 0:
+        return 0, 0
+    return int(loud[0]) * hop_length, min(n, (int(loud[-1]) + 1) * hop_length)
+
+
+def _crop_length(spec, crop_frames: int) -> int:
+    """Samples of a crop of ``crop_frames`` centred STFT frames: ``spec.crop_length`` or ``(frames - 1) * hop``."""
+    if hasattr(spec, "crop_length"):
+        return int(spec.crop_length(crop_frames))
+    return (int(crop_frames) - 1) * int(spec.hop_length)
 
 
 def fit_crop(x: np.ndarray, start: int, length: int) -> np.ndarray:
@@ -61,6 +115,15 @@ class CleanSpeechDataset:
       spec: the spectrogram settings (``jaxse.spectral.SpecConfig``); default ``SpecConfig(sample_rate)``.
         Its ``sample_rate`` must equal ``sample_rate``.
       extensions: file extensions to include.
+      trim_top_db: if set, cut every file to its non-silent part (:func:`trim_silence` with this
+        ``top_db``) when the dataset is built (see the module doc); files then shorter than one crop
+        are left out and listed in ``short``.
+      sample_by_length: draw the training files with probabilities proportional to their number of
+        chunks (:meth:`num_chunks`) instead of uniformly, so that every chunk of audio is equally
+        likely, as in an epoch over the reference's chunk list.
+
+    The spec only needs ``sample_rate`` and either ``crop_length(frames)`` or ``hop_length`` (then a
+    crop is ``(crop_frames - 1) * hop_length`` samples): the RVAE's ``RVAESpecConfig`` works too.
 
     File headers are read at construction; files that are unreadable or empty are skipped with a
     logged warning (file indices refer to the remaining ones, identically in every process). If
@@ -77,6 +140,8 @@ class CleanSpeechDataset:
         crop_frames: int = 256,
         spec: "SpecConfig | None" = None,
         extensions=AUDIO_EXTENSIONS,
+        trim_top_db: float | None = None,
+        sample_by_length: bool = False,
     ):
         if spec is None:
             from jaxse.spectral import SpecConfig  # imports jax; pass ``spec`` to have it already loaded
@@ -90,7 +155,7 @@ class CleanSpeechDataset:
         self.sample_rate = int(sample_rate)
         self.crop_frames = int(crop_frames)
         self.spec = spec
-        self.crop_length = int(spec.crop_length(self.crop_frames))
+        self.crop_length = _crop_length(spec, self.crop_frames)
         if self.crop_length < 1:
             raise ValueError(f"crop of {crop_frames} frames has {self.crop_length} samples")
 
@@ -115,6 +180,51 @@ class CleanSpeechDataset:
         self._cache: dict[int, np.ndarray] = {}
         self._failed: set[int] = set()
         self.num_decodes = 0  # files decoded so far (cache misses); for tests and diagnostics
+        self.trim_top_db = None if trim_top_db is None else float(trim_top_db)
+        self.sample_by_length = bool(sample_by_length)
+        self.short: list[Path] = []
+        self.trim_bounds: np.ndarray | None = None  # (files, 2): [start, end) of the kept part of each file
+        if self.trim_top_db is not None:
+            self._trim_all()
+        self._weights = None
+        if self.sample_by_length:
+            counts = np.asarray([self.num_chunks(i) for i in range(len(self._files))], np.float64)
+            if counts.sum() <= 0:
+                raise ValueError(f"{self.root}: no file holds a whole crop of {self.crop_length} samples")
+            self._weights = counts / counts.sum()
+
+    def _trim_all(self) -> None:
+        """Decode every file, keep its non-silent part, drop those left shorter than a crop."""
+        files, lengths, bounds, cache = [], [], [], {}
+        for i, path in enumerate(self._files):
+            try:
+                x = read_audio(path, target_sr=self.sample_rate).samples
+            except AudioError as exc:
+                logger.warning("skipping audio file that fails to decode: %s", exc)
+                self.skipped.append(path)
+                continue
+            x = np.asarray(x, dtype=np.float32)
+            start, end = trim_silence(x, self.trim_top_db)
+            if end - start < self.crop_length:
+                self.short.append(path)
+                continue
+            kept = np.ascontiguousarray(x[start:end])
+            kept.setflags(write=False)
+            cache[len(files)] = kept
+            files.append(path)
+            lengths.append(end - start)
+            bounds.append((start, end))
+        self.num_decodes = len(self._files)
+        if self.short:
+            logger.info("%d files shorter than one crop (%d samples) after trimming are left out",
+                        len(self.short), self.crop_length)
+        if not files:
+            raise ValueError(f"{self.root}: no file is longer than one crop ({self.crop_length} samples) "
+                             f"after trimming silence at {self.trim_top_db} dB")
+        self._files = files
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.trim_bounds = np.asarray(bounds, dtype=np.int64).reshape(-1, 2)
+        self._cache = cache
 
     # ------------------------------------------------------------------ files and decoding
 
@@ -128,8 +238,26 @@ class CleanSpeechDataset:
 
     @property
     def total_duration(self) -> float:
-        """Total duration in seconds (from the headers)."""
+        """Total duration in seconds (from the headers; after trimming with ``trim_top_db``)."""
         return float(self.lengths.sum()) / self.sample_rate
+
+    def num_chunks(self, index: int) -> int:
+        """Non-overlapping whole crops of file ``index``, counted as the reference RVAE recipe does.
+
+        ``(1 + L // hop) // crop_frames`` with ``L`` the file's length and ``hop`` the spec's hop length (the
+        number of centred STFT frames, in whole sequences; chunk ``k`` starts at ``k * crop_length``). Without
+        a ``hop_length`` in the spec: ``L // crop_length``.
+        """
+        length = int(self.lengths[int(index)])
+        hop = getattr(self.spec, "hop_length", None)
+        if hop is None:
+            return length // self.crop_length
+        return (1 + length // int(hop)) // self.crop_frames
+
+    @property
+    def total_chunks(self) -> int:
+        """Sum of :meth:`num_chunks` over the files: the training examples of one reference epoch."""
+        return int(sum(self.num_chunks(i) for i in range(len(self._files))))
 
     @property
     def cached_indices(self) -> list[int]:
@@ -176,7 +304,8 @@ class CleanSpeechDataset:
 
         A pure function of ``(seed, step, global_batch_size)`` and the file list, independent of
         the process count: ``rng = np.random.default_rng([seed, step])`` draws the files uniformly
-        with replacement, then one ``U(0, 1)`` per row gives ``start = int(U(0, L - crop))``. For
+        with replacement (``sample_by_length``: with probabilities proportional to
+        :meth:`num_chunks`), then one ``U(0, 1)`` per row gives ``start = int(U(0, L - crop))``. For
         files not longer than the crop the start is 0 (they are padded, not cropped).
         """
         seed, step, batch = int(seed), int(step), int(global_batch_size)
@@ -185,7 +314,10 @@ class CleanSpeechDataset:
         if batch < 1:
             raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}")
         rng = np.random.default_rng([seed, step])
-        idx = rng.integers(0, len(self._files), size=batch)
+        if self._weights is None:
+            idx = rng.integers(0, len(self._files), size=batch)
+        else:
+            idx = rng.choice(len(self._files), size=batch, p=self._weights)
         u = rng.random(batch)
         span = np.maximum(self.lengths[idx] - self.crop_length, 0)
         starts = (u * span).astype(np.int64)
@@ -209,13 +341,24 @@ class CleanSpeechDataset:
 
     # ------------------------------------------------------------------ validation
 
-    def num_valid_examples(self, max_examples: int | None = None) -> int:
-        n = len(self._files)
+    def valid_plan(self, chunks: bool = False) -> list[tuple[int, int]]:
+        """``(file_index, start)`` of every validation example, in order.
+
+        Default: one centre crop per file (start ``(L - crop) // 2``, or 0 for a file shorter than the
+        crop, which is padded). ``chunks=True``: every non-overlapping whole crop of every file
+        (:meth:`num_chunks` of them, starting at ``k * crop_length``), the reference RVAE's validation set.
+        """
+        if chunks:
+            return [(i, k * self.crop_length) for i in range(len(self._files)) for k in range(self.num_chunks(i))]
+        return [(i, max(int(self.lengths[i]) - self.crop_length, 0) // 2) for i in range(len(self._files))]
+
+    def num_valid_examples(self, max_examples: int | None = None, chunks: bool = False) -> int:
+        n = len(self._files) if not chunks else sum(self.num_chunks(i) for i in range(len(self._files)))
         return n if max_examples is None else min(n, int(max_examples))
 
-    def num_valid_batches(self, batch_size: int, max_examples: int | None = None) -> int:
+    def num_valid_batches(self, batch_size: int, max_examples: int | None = None, chunks: bool = False) -> int:
         """Number of (full) batches :meth:`valid_batches` yields."""
-        return self.num_valid_examples(max_examples) // int(batch_size)
+        return self.num_valid_examples(max_examples, chunks) // int(batch_size)
 
     def valid_batches(
         self,
@@ -223,29 +366,32 @@ class CleanSpeechDataset:
         max_examples: int | None = None,
         process_index: int = 0,
         process_count: int = 1,
+        chunks: bool = False,
     ) -> Iterator[np.ndarray]:
-        """Deterministic validation batches: peak-normalised centre crops of the sorted files.
+        """Deterministic validation batches: peak-normalised crops of :meth:`valid_plan`, in order.
 
-        Uses the first ``max_examples`` files (all by default) in order, grouped into global
-        batches of ``batch_size``; each yields this process's rows ``[p*B/P, (p+1)*B/P)`` as float32
-        ``(batch_size // process_count, crop_length)``. The last partial batch is DROPPED (so that
-        every process yields the same number of equally shaped batches and no example is counted
-        twice); :meth:`num_valid_batches` says how many there are. ``ValueError`` if that is zero.
+        Uses the first ``max_examples`` examples (all by default; with ``chunks=False`` one centre crop
+        per sorted file), grouped into global batches of ``batch_size``; each yields this process's rows
+        ``[p*B/P, (p+1)*B/P)`` as float32 ``(batch_size // process_count, crop_length)``. The last
+        partial batch is DROPPED (so that every process yields the same number of equally shaped
+        batches and no example is counted twice); :meth:`num_valid_batches` says how many there are.
+        ``ValueError`` if that is zero.
         """
         lo, hi = _shard_bounds(batch_size, process_index, process_count)
         batch_size = int(batch_size)
-        n_batches = self.num_valid_batches(batch_size, max_examples)
+        n_batches = self.num_valid_batches(batch_size, max_examples, chunks)
         if n_batches == 0:
             raise ValueError(
-                f"batch_size={batch_size} exceeds the {self.num_valid_examples(max_examples)} validation "
+                f"batch_size={batch_size} exceeds the {self.num_valid_examples(max_examples, chunks)} validation "
                 "examples: no full batch"
             )
-        return self._iter_valid(batch_size, n_batches, lo, hi)  # arguments checked eagerly, not on first next()
+        plan = self.valid_plan(chunks)  # arguments checked eagerly, not on first next()
+        return self._iter_valid(plan, batch_size, n_batches, lo, hi)
 
-    def _iter_valid(self, batch_size: int, n_batches: int, lo: int, hi: int) -> Iterator[np.ndarray]:
+    def _iter_valid(self, plan, batch_size: int, n_batches: int, lo: int, hi: int) -> Iterator[np.ndarray]:
         for b in range(n_batches):
-            rows = range(b * batch_size + lo, b * batch_size + hi)
-            yield np.stack([self.centre_crop(i) for i in rows]).astype(np.float32, copy=False)
+            rows = plan[b * batch_size + lo:b * batch_size + hi]
+            yield np.stack([self.crop(i, s) for i, s in rows]).astype(np.float32, copy=False)
 
 
 def _shard_bounds(global_batch_size: int, process_index: int, process_count: int) -> tuple[int, int]:

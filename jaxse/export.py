@@ -4,6 +4,9 @@ An exported prior has the same on-disk layout as a training workdir (``DIR/check
 metadata}``) with ``state = {"ema_params", "constants"}``, so :func:`jaxse.training.load_checkpoint`
 reads both. It is what ``python -m jaxse.convert`` writes for imported reference checkpoints and what
 ships inside the package as the default prior.
+
+An RVAE training run (``configs/rvae.py``) is exported instead in the ``rvae.json`` + ``rvae_params.npz``
+format of :func:`jaxse.rvae_convert.load_rvae`, with a MODEL_CARD.md (:func:`export_rvae_run`).
 """
 
 from __future__ import annotations
@@ -48,11 +51,64 @@ def export_prior(directory, model: ScoreModel, variables, spec: SpecConfig = Spe
 
 
 
+def _corpus_of(train_dir) -> str | None:
+    """``"speechocean762"`` when ``train_dir`` is the project's data pack (its LICENSES.md names the corpus)."""
+    if not train_dir:
+        return None
+    licenses = Path(train_dir).parent / "LICENSES.md"
+    try:
+        return "speechocean762" if "speechocean762" in licenses.read_text() else None
+    except OSError:
+        return None
+
+
+def _history(records: dict, points: int = 10) -> list:
+    """About ``points`` evenly spaced ``[step, valid loss]`` pairs of a run, the last one included."""
+    steps = sorted(s for s, r in records.items() if "valid/loss" in r)
+    if not steps:
+        return []
+    stride = max(1, -(-len(steps) // points))
+    picked = steps[::-1][::stride][::-1]
+    return [[s, float(records[s]["valid/loss"])] for s in picked]
+
+
+def export_rvae_run(workdir, output, step: int, records: dict) -> Path:
+    """Export checkpoint ``step`` of an RVAE run as ``OUTPUT/{rvae.json, rvae_params.npz, MODEL_CARD.md}``.
+
+    ``records``: the ``metrics.jsonl`` records by step (for the validation loss and its terms).
+    """
+    from jaxse.rvae_training import export_rvae
+    from jaxse.training import load_checkpoint
+
+    _, variables, meta = load_checkpoint(Path(workdir) / "checkpoints" / str(step))
+    rec = records.get(step, {})
+    data = dict(meta.get("data", {}))
+    train_config = meta.get("config", {})
+    data["corpus"] = _corpus_of(train_config.get("data", {}).get("train_dir"))
+    spe = data.get("steps_per_epoch")
+    info = {
+        "source": "jaxse train.py",
+        "jaxse_version": jaxse.__version__,
+        "step": int(step),
+        "epoch": step / spe if spe else None,
+        "valid_loss": rec.get("valid/loss"),
+        "valid_recon": rec.get("valid/recon"),
+        "valid_kl": rec.get("valid/kl"),
+        "valid_history": _history(records),
+        "spec": meta.get("spec"),
+        "data": data,
+        "training": train_config,
+    }
+    return export_rvae(output, jax.device_get(variables["params"]), info)
+
+
 def main(argv=None) -> int:
     """``python -m jaxse.export WORKDIR -o OUTDIR [--step N]``: a training run's EMA weights as a prior.
 
     Without ``--step`` the kept checkpoint with the lowest EMA validation loss (from
     ``WORKDIR/metrics.jsonl``) is exported; its validation loss and training config go into the metadata.
+    An RVAE run (no EMA) is written as ``rvae.json`` + ``rvae_params.npz`` + ``MODEL_CARD.md``, the format of
+    :func:`jaxse.rvae_convert.load_rvae`.
     """
     import argparse
     import json
@@ -70,13 +126,14 @@ def main(argv=None) -> int:
     if not kept:
         print(f"error: no checkpoints in {workdir / 'checkpoints'}", file=sys.stderr)
         return 2
-    valid = {}
+    valid, records = {}, {}
     metrics = workdir / "metrics.jsonl"
     if metrics.exists():
         for line in metrics.read_text().splitlines():
             rec = json.loads(line)
             if "valid/loss" in rec:
                 valid[int(rec["step"])] = float(rec["valid/loss"])
+                records.setdefault(int(rec["step"]), {}).update(rec)
     step = args.step
     if step is None:
         scored = [s for s in kept if s in valid]
@@ -84,8 +141,13 @@ def main(argv=None) -> int:
     elif step not in kept:
         print(f"error: step {step} is not among the kept checkpoints {kept}", file=sys.stderr)
         return 2
-    model, variables, meta = load_checkpoint(workdir / "checkpoints" / str(step))
     train_meta = read_checkpoint_metadata(workdir / "checkpoints" / str(step))
+    if train_meta["model"].get("family") == "rvae":
+        out = export_rvae_run(workdir, args.output, step, records)
+        info = json.loads((out / "rvae.json").read_text())
+        print(f"wrote {out}: RVAE step {step}, valid loss {valid.get(step)}, {info['num_params']:,} parameters")
+        return 0
+    model, variables, meta = load_checkpoint(workdir / "checkpoints" / str(step))
     out = export_prior(args.output, model, variables, SpecConfig(**meta["spec"]), step=step,
                        extra={"valid_loss_ema": valid.get(step), "train_config": train_meta.get("config")})
     print(f"wrote {out}: step {step}, EMA valid loss {valid.get(step)}, {count_params(variables['params']):,} parameters")

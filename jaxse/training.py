@@ -45,6 +45,23 @@ Public API (all importable; :func:`train_and_evaluate` is what ``train.py`` runs
   :func:`restore_train_state`, :func:`read_checkpoint_metadata`, :func:`load_checkpoint`.
 
 Validation loss and checkpoints are also produced at the last step, whatever the intervals.
+
+Model families (``config.model.family``, default ``"ncsnpp"``): the same loop, state, parallelism,
+checkpoints, logging and resume also train the RVAE speech model (``"rvae"``, ``configs/rvae.py``), whose
+loss, step and settings live in :mod:`jaxse.rvae_training`. Per family: :func:`model_from_config` and
+:func:`spec_from_config` build the model and its STFT settings, :func:`make_train_step` /
+:func:`make_eval_step` pick the step, the data set gets the family's options (silence trimming, chunk
+sampling and validation), and the RVAE's TrainState has ``ema_params = None`` (no EMA). Options used by the
+RVAE config, available to both families:
+
+* ``training.num_epochs`` with ``training.num_steps = 0``: the run length in epochs of
+  ``ceil(chunks / batch_size)`` steps (``chunks``: :attr:`jaxse.data.CleanSpeechDataset.total_chunks`);
+* ``training.early_stop_patience_epochs`` (> 0): stop when the validation loss has not improved for that
+  many epochs (counted from the end of the RVAE's KL warm-up at the earliest); the best step and loss are
+  stored in every checkpoint's metadata (``"best"``), so a resumed run stops where the uninterrupted one does;
+* ``training.keep_best``: also keep the checkpoint with the lowest validation loss (orbax ``BestN``) besides
+  the ``keep_checkpoints`` newest, saving a checkpoint whenever the validation loss improves;
+* ``data.trim_top_db``, ``data.sample_by_length``, ``data.valid_chunks``: see :class:`jaxse.data.CleanSpeechDataset`.
 """
 
 from __future__ import annotations
@@ -79,6 +96,9 @@ STATE_ITEM = "state"
 METADATA_ITEM = "metadata"
 # Network output scaling implied by each parameterisation (see jaxse.models).
 OUTPUT_SCALING = {"udiffse": "1/t", "noise": "none"}
+FAMILIES = ("ncsnpp", "rvae")
+# Train metrics logged as their latest value rather than averaged over the logging interval.
+_LAST_VALUE_METRICS = ("ema_decay", "kl_weight")
 
 # Sub-keys of the run key (``PRNGKey(seed)``), by purpose.
 _KEY_INIT, _KEY_TRAIN, _KEY_VALID, _KEY_SAMPLE = range(4)
@@ -94,7 +114,8 @@ class TrainState:
     Attributes:
       step: int32 scalar, the number of optimizer steps done.
       params: trained network parameters.
-      ema_params: their exponential moving average (used for validation, samples and inference).
+      ema_params: their exponential moving average (used for validation, samples and inference); ``None``
+        for a model family without EMA (the RVAE), which uses ``params`` instead.
       opt_state: the optax (Adam) state.
       constants: fixed network arrays (the Fourier-embedding weights): never trained nor averaged.
       key: raw ``uint32[2]`` PRNG key of the training draws; step ``s`` uses ``fold_in(key, s)``.
@@ -119,18 +140,42 @@ class TrainState:
 # ------------------------------------------------------------------------------ config -> objects
 
 
-def model_from_config(config) -> ScoreModel:
-    """The :class:`ScoreModel` of ``config.model`` (network fields + ``parameterization``) and ``config.sde``.
+def model_family(config) -> str:
+    """``config.model.family``: ``"ncsnpp"`` (the diffusion prior; the default when absent) or ``"rvae"``."""
+    family = config.model.get("family", "ncsnpp")
+    if family not in FAMILIES:
+        raise ValueError(f"config.model.family must be one of {FAMILIES}, got {family!r}")
+    return family
 
-    ``output_scaling`` of the network follows from the parameterisation ("udiffse" -> "1/t", "noise" -> "none").
+
+def uses_ema(model) -> bool:
+    """Whether the model family keeps an EMA of the parameters (the diffusion prior does, the RVAE not)."""
+    return bool(getattr(model, "uses_ema", True))
+
+
+def eval_variables(state: TrainState, model) -> dict:
+    """The variables validation, samples and export use: the EMA ones, or the params without EMA."""
+    return state.ema_variables if uses_ema(model) else state.variables
+
+
+def model_from_config(config):
+    """The model of ``config.model``: a :class:`ScoreModel` (family ``"ncsnpp"``) or an RVAE model.
+
+    Family ``"ncsnpp"``: the NCSN++ fields + ``parameterization``, and ``config.sde``; ``output_scaling`` of the
+    network follows from the parameterisation ("udiffse" -> "1/t", "noise" -> "none"). Family ``"rvae"``:
+    :meth:`jaxse.rvae_training.RVAEModel.from_config`.
     """
+    if model_family(config) == "rvae":
+        from jaxse.rvae_training import RVAEModel
+
+        return RVAEModel.from_config(config)
     m = config.model
     parameterization = m.parameterization
     if parameterization not in OUTPUT_SCALING:
         raise ValueError(
             f"config.model.parameterization must be one of {tuple(OUTPUT_SCALING)}, got {parameterization!r}")
     net_fields = {f.name for f in dataclasses.fields(NCSNppConfig)} - {"output_scaling"}
-    unknown = set(m.keys()) - net_fields - {"parameterization"}
+    unknown = set(m.keys()) - net_fields - {"parameterization", "family"}
     if unknown:
         raise ValueError(f"unknown config.model fields: {sorted(unknown)}")
     net_kw = {k: m[k] for k in m.keys() if k in net_fields}
@@ -138,8 +183,12 @@ def model_from_config(config) -> ScoreModel:
     return ScoreModel(net=net, parameterization=parameterization, sde=OUVESDE(**dict(config.sde)))
 
 
-def spec_from_config(config) -> SpecConfig:
-    """:class:`SpecConfig` of ``config.spec`` at ``config.data.sample_rate``."""
+def spec_from_config(config):
+    """:class:`SpecConfig` of ``config.spec`` at ``config.data.sample_rate`` (the RVAE's ``RVAESpecConfig``)."""
+    if model_family(config) == "rvae":
+        from jaxse.rvae_training import spec_from_config as rvae_spec
+
+        return rvae_spec(config)
     return SpecConfig(sample_rate=int(config.data.sample_rate), **dict(config.spec))
 
 
@@ -222,7 +271,7 @@ def init_train_state(model: ScoreModel, tx: optax.GradientTransformation, seed: 
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        ema_params=jax.tree.map(lambda p: jnp.array(p, copy=True), params),
+        ema_params=jax.tree.map(lambda p: jnp.array(p, copy=True), params) if uses_ema(model) else None,
         opt_state=tx.init(params),
         constants=variables["constants"],
         key=keys[_KEY_TRAIN],
@@ -285,16 +334,32 @@ def to_host(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def make_train_step(model: ScoreModel, spec: SpecConfig, tx, ema_decay: float, mesh: Mesh) -> Callable:
-    """Jitted ``(state, waves) -> (state, metrics)``: batch sharded on ``"data"``, state replicated and donated."""
-    fn = functools.partial(train_step, model=model, spec=spec, tx=tx, ema_decay=float(ema_decay))
+def make_train_step(model, spec, tx, ema_decay: float, mesh: Mesh, objective=None) -> Callable:
+    """Jitted ``(state, waves) -> (state, metrics)``: batch sharded on ``"data"``, state replicated and donated.
+
+    For the RVAE family, ``objective`` (:class:`jaxse.rvae_training.RVAEObjective`, default: its defaults, i.e.
+    one step per epoch) gives the loss settings and ``ema_decay`` is unused.
+    """
+    if getattr(model, "family", "ncsnpp") == "rvae":
+        from jaxse import rvae_training
+
+        objective = rvae_training.RVAEObjective() if objective is None else objective
+        fn = functools.partial(rvae_training.train_step, spec=spec, tx=tx, objective=objective)
+    else:
+        fn = functools.partial(train_step, model=model, spec=spec, tx=tx, ema_decay=float(ema_decay))
     rep = replicated(mesh)
     return jax.jit(fn, in_shardings=(rep, batch_sharding(mesh)), out_shardings=(rep, rep), donate_argnums=(0,))
 
 
-def make_eval_step(model: ScoreModel, spec: SpecConfig, mesh: Mesh) -> Callable:
-    """Jitted ``(variables, waves, key) -> loss`` (replicated scalar)."""
-    fn = functools.partial(eval_step, model=model, spec=spec)
+def make_eval_step(model, spec, mesh: Mesh, objective=None) -> Callable:
+    """Jitted ``(variables, waves, key) -> loss`` (replicated scalar; the RVAE: ``{"loss", "recon", "kl"}``)."""
+    if getattr(model, "family", "ncsnpp") == "rvae":
+        from jaxse import rvae_training
+
+        objective = rvae_training.RVAEObjective() if objective is None else objective
+        fn = functools.partial(rvae_training.eval_step, spec=spec, objective=objective)
+    else:
+        fn = functools.partial(eval_step, model=model, spec=spec)
     rep = replicated(mesh)
     return jax.jit(fn, in_shardings=(rep, batch_sharding(mesh), rep), out_shardings=rep)
 
@@ -323,24 +388,49 @@ def make_sample_fn(model: ScoreModel, spec: SpecConfig, mesh: Mesh, num_samples:
 # ------------------------------------------------------------------------------------ checkpoints
 
 
-def checkpoint_manager(workdir, keep: int | None = None, read_only: bool = False) -> ocp.CheckpointManager:
+def checkpoint_manager(workdir, keep: int | None = None, read_only: bool = False,
+                       keep_best: bool = False) -> ocp.CheckpointManager:
     """Orbax manager of ``WORKDIR/checkpoints`` (items ``state`` and ``metadata``); keeps the ``keep`` newest.
 
-    The newest checkpoint is always among those kept, so a run can always resume from its latest save.
+    The newest checkpoint is always among those kept, so a run can always resume from its latest save. With
+    ``keep_best`` the checkpoint with the lowest ``valid_loss`` metric (passed to :func:`save_checkpoint`) is
+    kept as well.
     """
     directory = Path(workdir).absolute() / "checkpoints"
+    max_to_keep = None if keep is None or keep <= 0 else int(keep)
+    best = {}
+    if keep_best and not read_only:
+        from orbax.checkpoint import checkpoint_managers as cm
+
+        def metric(m):
+            return float(m["valid_loss"])
+
+        # BestN keeps the *last* n after sorting; reverse=True sorts descending, so those are the lowest losses.
+        policy = cm.AnyPreservationPolicy([
+            cm.LatestN(n=max_to_keep),
+            cm.BestN(get_metric_fn=metric, reverse=True, n=1, keep_checkpoints_without_metrics=False),
+        ])
+        # best_fn too: only then does orbax write the metrics into the step directories, so that a restarted
+        # run still knows which earlier checkpoint is the best (the policy above decides what is kept).
+        best = {"best_fn": metric, "best_mode": "min", "preservation_policy": policy}
+        max_to_keep = None
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=None if keep is None or keep <= 0 else int(keep),
+        max_to_keep=max_to_keep,
         create=not read_only,
         read_only=read_only,
         enable_async_checkpointing=not read_only,
+        **best,
     )
     return ocp.CheckpointManager(directory, options=options, item_names=(STATE_ITEM, METADATA_ITEM))
 
 
-def checkpoint_metadata(config, model: ScoreModel, spec: SpecConfig, step: int) -> dict:
-    """The JSON item saved with every checkpoint: enough to rebuild the model without the config file."""
+def checkpoint_metadata(config, model, spec, step: int, extra: dict | None = None) -> dict:
+    """The JSON item saved with every checkpoint: enough to rebuild the model without the config file.
+
+    ``extra`` entries are added (the training loop adds ``"best"``, and for the RVAE ``"data"``).
+    """
     cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
+    extra = json.loads(json.dumps(extra, default=_json_default)) if extra else {}
     return {
         "format": "jaxse-checkpoint-v1",
         "jaxse_version": jaxse.__version__,
@@ -350,6 +440,7 @@ def checkpoint_metadata(config, model: ScoreModel, spec: SpecConfig, step: int) 
         "model": model.to_dict(),
         "spec": spec.to_dict(),
         "config": json.loads(json.dumps(cfg, default=_json_default)),
+        **extra,
     }
 
 
@@ -363,15 +454,16 @@ def _json_default(o):
     return str(o)
 
 
-def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState, metadata: dict, step: int | None = None) -> bool:
+def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState, metadata: dict, step: int | None = None,
+                    metrics: dict | None = None) -> bool:
     """Save ``state`` and ``metadata`` at ``step`` (default ``state.step``); all processes must call it.
 
     Asynchronous: returns once the arrays are copied off the devices; ``manager.wait_until_finished()``
-    waits for the files.
+    waits for the files. ``metrics`` (e.g. ``{"valid_loss": ...}``) feed a ``keep_best`` manager.
     """
     step = int(to_host(state.step)) if step is None else int(step)
     args = ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(state), METADATA_ITEM: ocp.args.JsonSave(metadata)})
-    return manager.save(step, args=args, force=True)
+    return manager.save(step, args=args, metrics=metrics, force=True)
 
 
 def restore_train_state(manager: ocp.CheckpointManager, abstract_state, step: int | None = None) -> TrainState | None:
@@ -429,6 +521,9 @@ def load_checkpoint(path_or_workdir, step: int | None = None, device=None):
     ``checkpoints/<step>`` folder. The model is rebuilt from the checkpoint's metadata (no config file
     needed); ``variables_ema = {"params": EMA params, "constants": ...}`` is placed on ``device``
     (default: the first local device). Only these two subtrees are read (not the optimizer state).
+    For an RVAE checkpoint (metadata ``model.family == "rvae"``) the model is a
+    :class:`jaxse.rvae_training.RVAEModel` and the variables are ``{"params": params, "constants": {}}``
+    (it has no EMA).
     """
     directory, found_step = _resolve_checkpoint(path_or_workdir)
     device = jax.local_devices()[0] if device is None else device
@@ -436,6 +531,8 @@ def load_checkpoint(path_or_workdir, step: int | None = None, device=None):
     with _read_only_manager(directory) as mngr:
         step = _latest(mngr, found_step if step is None else step)
         meta = _restore_metadata(mngr, step)
+        if meta["model"].get("family") == "rvae":
+            return _load_rvae_checkpoint(mngr, step, meta, sharding)
         model = ScoreModel.from_dict(meta["model"])
         shapes = model.abstract_variables(int(meta.get("num_bins", SpecConfig(**meta["spec"]).num_bins)))
         target = {"ema_params": shapes["params"], "constants": shapes["constants"]}
@@ -445,6 +542,18 @@ def load_checkpoint(path_or_workdir, step: int | None = None, device=None):
         restored = mngr.restore(step, args=ocp.args.Composite(**{STATE_ITEM: args}))[STATE_ITEM]
     variables = {"params": restored["ema_params"], "constants": restored["constants"]}
     return model, variables, meta
+
+
+def _load_rvae_checkpoint(mngr: ocp.CheckpointManager, step: int, meta: dict, sharding):
+    from jaxse.rvae_training import RVAEModel
+
+    model = RVAEModel.from_dict(meta["model"])
+    target = {"params": model.abstract_variables()["params"]}
+    target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), target)
+    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+    args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
+    restored = mngr.restore(step, args=ocp.args.Composite(**{STATE_ITEM: args}))[STATE_ITEM]
+    return model, {"params": restored["params"], "constants": {}}, meta
 
 
 # ------------------------------------------------------------------------------------ multi-host
@@ -478,17 +587,24 @@ def _check_divisible(what: str, n: int, by: int, unit: str) -> None:
         raise ValueError(f"{what}={n} is not a multiple of the {unit} ({by})")
 
 
-def validate_config(config, model: ScoreModel, mesh: Mesh) -> None:
+def validate_config(config, model, mesh: Mesh) -> None:
     tc = config.training
     n_dev = mesh.devices.size
     _check_divisible("training.batch_size", int(tc.batch_size), n_dev, "number of devices")
     _check_divisible("training.eval_batch_size", int(tc.eval_batch_size), n_dev, "number of devices")
-    mult = model.net.frame_multiple
+    mult = int(getattr(model, "frame_multiple", None) or model.net.frame_multiple)
     _check_divisible("data.crop_frames", int(config.data.crop_frames), mult, "network's frame multiple")
+    rvae = getattr(model, "family", "ncsnpp") == "rvae"
     if int(tc.sample_every) > 0:
+        if rvae:
+            raise ValueError("training.sample_every must be 0 for the RVAE (it has no prior sampler)")
         _check_divisible("sampling.num_frames", int(config.sampling.num_frames), mult, "network's frame multiple")
     if int(tc.num_steps) < 0:
         raise ValueError(f"training.num_steps must be >= 0, got {tc.num_steps}")
+    if rvae:
+        bins = spec_from_config(config).num_bins
+        if bins != model.cfg.x_dim:
+            raise ValueError(f"config.model.x_dim={model.cfg.x_dim} differs from the {bins} bins of config.spec")
 
 
 def _pc_config(config):
@@ -506,8 +622,22 @@ def _due(step: int, every: int, last: int) -> bool:
     return (every > 0 and step % every == 0) or step == last
 
 
+def _dataset_options(config) -> dict:
+    d = config.data
+    return {"trim_top_db": d.get("trim_top_db", None), "sample_by_length": bool(d.get("sample_by_length", False))}
+
+
+def _run_length(config, steps_per_epoch: int) -> int:
+    """``training.num_steps``, or ``training.num_epochs × steps_per_epoch`` when num_steps is 0."""
+    tc = config.training
+    num_steps = int(tc.num_steps)
+    if num_steps == 0 and int(tc.get("num_epochs", 0)) > 0:
+        num_steps = int(tc.num_epochs) * int(steps_per_epoch)
+    return num_steps
+
+
 def train_and_evaluate(config, workdir) -> TrainState:
-    """Train (or resume) the prior described by ``config`` in ``workdir``; returns the final TrainState.
+    """Train (or resume) the model described by ``config`` in ``workdir``; returns the final TrainState.
 
     Writes ``WORKDIR/checkpoints`` (all processes, collectively), and on process 0 only ``WORKDIR/tb``,
     ``WORKDIR/metrics.jsonl`` and ``WORKDIR/samples/step_XXXXXX_k.wav``. An existing checkpoint is resumed.
@@ -523,66 +653,100 @@ def train_and_evaluate(config, workdir) -> TrainState:
         workdir.mkdir(parents=True, exist_ok=True)
 
     model = model_from_config(config)
+    rvae = model_family(config) == "rvae"
     spec = spec_from_config(config)
     tx = optimizer_from_config(config)
     mesh = make_mesh()
     validate_config(config, model, mesh)
-    num_steps, batch_size, seed = int(tc.num_steps), int(tc.batch_size), int(tc.seed)
+    batch_size, seed = int(tc.batch_size), int(tc.seed)
+    ema = uses_ema(model)
 
-    manager = checkpoint_manager(workdir, keep=int(tc.keep_checkpoints))
+    data_options = _dataset_options(config)
+    train_ds = CleanSpeechDataset(config.data.train_dir, sample_rate=int(config.data.sample_rate),
+                                  crop_frames=int(config.data.crop_frames), spec=spec, **data_options)
+    steps_per_epoch = max(1, math.ceil(train_ds.total_chunks / batch_size))
+    num_steps = _run_length(config, steps_per_epoch)
+    objective = None
+    extra_meta: dict = {}
+    if rvae:
+        from jaxse.rvae_training import RVAEObjective
+
+        objective = RVAEObjective.from_config(config, steps_per_epoch)
+        extra_meta["data"] = {"train_files": len(train_ds), "train_hours": train_ds.total_duration / 3600,
+                              "train_chunks": train_ds.total_chunks, "steps_per_epoch": steps_per_epoch}
+
+    keep_best = bool(tc.get("keep_best", False))
+    manager = checkpoint_manager(workdir, keep=int(tc.keep_checkpoints), keep_best=keep_best)
     abstract = abstract_train_state(model, tx, seed, spec.num_bins, mesh)
     state = restore_train_state(manager, abstract)
+    best_step, best_loss = None, math.inf
     if state is None:
         state = create_train_state(model, tx, seed, spec.num_bins, mesh)
         start = 0
     else:
         start = int(to_host(state.step))
         logger.info("resumed from %s at step %d", manager.directory, start)
+        best = _restore_metadata(manager, start).get("best") or {}
+        if best.get("step") is not None:
+            best_step, best_loss = int(best["step"]), float(best["valid_loss"])
     resumed = f" (resumed from checkpoint {start})" if start else ""
     n_params = count_params(state.params)
 
-    train_ds = CleanSpeechDataset(config.data.train_dir, sample_rate=int(config.data.sample_rate),
-                                  crop_frames=int(config.data.crop_frames), spec=spec)
     valid = None
+    valid_chunks = bool(config.data.get("valid_chunks", False))
     if config.data.valid_dir:
         valid_ds = CleanSpeechDataset(config.data.valid_dir, sample_rate=int(config.data.sample_rate),
-                                      crop_frames=int(config.data.crop_frames), spec=spec)
-        n_valid = valid_ds.num_valid_batches(int(tc.eval_batch_size), int(tc.num_valid))
+                                      crop_frames=int(config.data.crop_frames), spec=spec, **data_options)
+        n_valid = valid_ds.num_valid_batches(int(tc.eval_batch_size), int(tc.num_valid), valid_chunks)
         if n_valid == 0:
             logger.warning("no full validation batch (eval_batch_size=%d, num_valid=%d, %d files): validation off",
                            tc.eval_batch_size, tc.num_valid, len(valid_ds))
         else:
-            valid = list(valid_ds.valid_batches(int(tc.eval_batch_size), int(tc.num_valid), pidx, pcount))
+            valid = list(valid_ds.valid_batches(int(tc.eval_batch_size), int(tc.num_valid), pidx, pcount,
+                                                chunks=valid_chunks))
 
-    p_train = make_train_step(model, spec, tx, float(tc.ema_decay), mesh)
-    p_eval = make_eval_step(model, spec, mesh)
+    p_train = make_train_step(model, spec, tx, float(tc.ema_decay), mesh, objective=objective)
+    p_eval = make_eval_step(model, spec, mesh, objective=objective)
     keys = _run_keys(seed)
     sample_fn = None
     if int(tc.sample_every) > 0:
         sample_fn = make_sample_fn(model, spec, mesh, int(config.sampling.num_samples),
                                    int(config.sampling.num_frames), _pc_config(config))
 
+    patience_epochs = int(tc.get("early_stop_patience_epochs", 0))
+    patience_steps = patience_epochs * steps_per_epoch if patience_epochs > 0 else None
+    warmup_steps = objective.warmup_steps if objective is not None else 0
+
+    def patience_over(step) -> bool:
+        """Early stopping: no validation improvement for ``patience_steps`` (not counting the KL warm-up)."""
+        if patience_steps is None or best_step is None:
+            return False
+        return step - max(best_step, warmup_steps) >= patience_steps
+
     writer = MetricWriter(workdir, enabled=lead, resume_step=start)
     bar = ProgressBar(num_steps, initial=start, enabled=lead)
     if lead:
+        epochs = f", {steps_per_epoch} steps/epoch ({train_ds.total_chunks} chunks)" if rvae else ""
         bar.write(f"jaxse {jaxse.__version__}: {n_params / 1e6:.2f}M params, {mesh.devices.size} device(s) "
                   f"({jax.devices()[0].platform}), {pcount} process(es), batch {batch_size}, "
-                  f"{len(train_ds)} training files, steps {start} -> {num_steps}{resumed}, workdir {workdir}")
+                  f"{len(train_ds)} training files{epochs}, steps {start} -> {num_steps}{resumed}, workdir {workdir}")
         if start == 0:
             writer.write_text(0, "config", "```\n" + str(config) + "\n```")
 
     def metadata(step):
-        return checkpoint_metadata(config, model, spec, step)
+        best = {"step": best_step, "valid_loss": best_loss if best_step is not None else None}
+        return checkpoint_metadata(config, model, spec, step, extra={**extra_meta, "best": best})
 
     def evaluate(step):
         if valid is None:
             return None
-        ema = state.ema_variables
-        losses = [p_eval(ema, global_batch(b, mesh), jax.random.fold_in(keys[_KEY_VALID], i))
-                  for i, b in enumerate(valid)]
-        loss = float(np.mean([to_host(v) for v in losses]))
-        writer.write_scalars(step, {"valid/loss": loss})
-        return loss
+        variables = eval_variables(state, model)
+        outs = [p_eval(variables, global_batch(b, mesh), jax.random.fold_in(keys[_KEY_VALID], i))
+                for i, b in enumerate(valid)]
+        outs = [o if isinstance(o, dict) else {"loss": o} for o in outs]
+        scalars = {f"valid/{k}": float(np.mean([to_host(o[k]) for o in outs])) for k in outs[0]}
+        writer.write_scalars(step, scalars)
+        return scalars["valid/loss"]
 
     def write_samples(step):
         waves = to_host(sample_fn(state.ema_variables, keys[_KEY_SAMPLE]))
@@ -602,8 +766,13 @@ def train_and_evaluate(config, workdir) -> TrainState:
     last_loss = math.nan
     valid_loss = None
     step = start
+    stop = start > 0 and patience_over(start)
+    if stop and lead:
+        bar.write(f"stopped early already: no validation improvement since step {best_step}")
     try:
         for step in range(start + 1, num_steps + 1):
+            if stop:
+                break
             local = train_ds.train_batch(seed, step - 1, batch_size, pidx, pcount)
             state, metrics = p_train(state, global_batch(local, mesh))
             pending.append(metrics)
@@ -614,27 +783,39 @@ def train_and_evaluate(config, workdir) -> TrainState:
             if _due(step, int(tc.log_every), num_steps):
                 host = [{k: float(to_host(v)) for k, v in m.items()} for m in pending]
                 now = time.perf_counter()
-                last_loss = float(np.mean([h["loss"] for h in host]))
-                scalars = {"train/loss": last_loss,
-                           "train/grad_norm": float(np.mean([h["grad_norm"] for h in host])),
-                           "train/ema_decay": host[-1]["ema_decay"],
-                           "train/steps_per_sec": n_log / max(now - t_log, 1e-9)}
+                scalars = {f"train/{k}": host[-1][k] if k in _LAST_VALUE_METRICS
+                           else float(np.mean([h[k] for h in host])) for k in host[0]}
+                scalars["train/steps_per_sec"] = n_log / max(now - t_log, 1e-9)
+                if rvae:
+                    scalars["train/epoch"] = step / steps_per_epoch
+                last_loss = scalars["train/loss"]
                 writer.write_scalars(step, scalars)
                 pending, t_log, n_log = [], now, 0
                 if not math.isfinite(last_loss):
                     raise FloatingPointError(f"training loss is {last_loss} at step {step}")
+            improved = False
+            valid_now = None
             if _due(step, int(tc.eval_every), num_steps):
-                valid_loss = evaluate(step)
-                if lead and valid_loss is not None:
-                    bar.write(f"step {step}: train loss {last_loss:.4f}, valid loss (EMA) {valid_loss:.4f}")
+                valid_now = valid_loss = evaluate(step)
+                if valid_loss is not None:
+                    if valid_loss < best_loss:
+                        best_step, best_loss, improved = step, valid_loss, True
+                    if lead:
+                        which = " (EMA)" if ema else ""
+                        bar.write(f"step {step}: train loss {last_loss:.4f}, valid loss{which} {valid_loss:.4f}")
+                    stop = patience_over(step)
             if sample_fn is not None and int(tc.sample_every) > 0 and step % int(tc.sample_every) == 0:
                 write_samples(step)
-            if _due(step, int(tc.checkpoint_every), num_steps):
-                save_checkpoint(manager, state, metadata(step), step)
+            if _due(step, int(tc.checkpoint_every), num_steps) or stop or (keep_best and improved):
+                metrics_ck = {"valid_loss": valid_now} if keep_best and valid_now is not None else None
+                save_checkpoint(manager, state, metadata(step), step, metrics=metrics_ck)
             postfix = {"loss": last_loss} if math.isfinite(last_loss) else {}
             if valid_loss is not None:
                 postfix["valid"] = valid_loss
             bar.update(step, **postfix)
+            if stop and lead:
+                bar.write(f"early stop at step {step}: the validation loss has not improved for {patience_epochs} "
+                          f"epochs (best {best_loss:.4f} at step {best_step})")
     finally:
         manager.wait_until_finished()
         manager.close()
