@@ -1,19 +1,27 @@
-"""Enhance noisy speech files with a diffusion prior (thin CLI around :mod:`jaxse.enhance`).
+"""Enhance noisy speech files with a diffusion prior or an RVAE prior (thin CLI around :mod:`jaxse.enhance`).
 
-    python enhance.py INPUT -o OUTDIR [--method udiffse|udiffse+] [--checkpoint CKPT] [--seed N]
-                      [--batch-size B] [--chunk-frames F] [--overwrite] [--log FILE] [--config.FIELD=VALUE ...]
+    python enhance.py INPUT -o OUTDIR [--method udiffse|udiffse+|rvae-vem|rvae-mhem|rvae-malaem|rvae-ldem]
+                      [--checkpoint CKPT] [--seed N] [--batch-size B] [--chunk-frames F] [--overwrite] [--log FILE]
+                      [--config.FIELD=VALUE ...]
 
 INPUT is an audio file or a directory (searched recursively for anything libsndfile reads). OUTDIR mirrors
-the input tree: same relative paths, same extensions, same sample rates and lengths (the prior runs at
+the input tree: same relative paths, same extensions, same sample rates and lengths (the priors run at
 16 kHz; files are resampled there and back; multi-channel files are mixed down to mono). Rerunning the
 command skips files whose output exists (``--overwrite`` redoes them); outputs are written atomically, so
 an interrupted run leaves no partial file. One CSV row per file (``file, duration_s, seconds, rtf, status,
 message``) is appended to ``OUTDIR/enhance_log.csv`` (or ``--log``). Bad files are logged and skipped; the
 exit code is 1 if any file failed, 2 for a usage or checkpoint error.
 
-``--checkpoint``: a train.py workdir or checkpoint directory, or a reference ``.ckpt`` / ``.npz``; by
-default the prior shipped in ``jaxse/assets/prior``. ``--config.FIELD=VALUE`` sets a field of
-:class:`jaxse.udiffse.PosteriorConfig`, e.g. ``--config.num_steps=10 --config.num_em=2``. Results are
+Methods: ``udiffse`` / ``udiffse+`` (posterior sampling with a diffusion prior, :mod:`jaxse.udiffse`) and
+``rvae-vem`` / ``rvae-mhem`` / ``rvae-malaem`` / ``rvae-ldem`` (EM with an RVAE speech prior and an NMF noise
+model, :mod:`jaxse.rvae_se`). All share the batching, device sharding, chunking, resume and logging.
+
+``--checkpoint``: for the diffusion methods a train.py workdir or checkpoint directory, or a reference
+``.ckpt`` / ``.npz`` (default: the prior shipped in ``jaxse/assets/prior``); for the RVAE methods a directory
+with ``rvae.json`` (``python -m jaxse.rvae_convert IN.pt -o DIR`` writes one) or a reference ``.pt``
+state_dict (default: ``jaxse/assets/rvae``). ``--config.FIELD=VALUE`` sets a field of the chosen method's
+settings: :class:`jaxse.udiffse.PosteriorConfig` (e.g. ``--config.num_steps=10 --config.num_em=2``) or
+:class:`jaxse.rvae_se.RVAEPosteriorConfig` (e.g. ``--config.num_em=50 --config.ld_chains=5``). Results are
 deterministic for a given ``--seed`` (noise keys come from the seed and each file's relative path).
 """
 
@@ -24,39 +32,65 @@ import sys
 from absl import app, flags, logging
 from ml_collections import ConfigDict, config_flags
 
-from jaxse.udiffse import METHODS, PosteriorConfig
+from jaxse.enhance import METHODS, RVAE_PREFIX
+from jaxse.rvae_se import RVAEPosteriorConfig
+from jaxse.udiffse import PosteriorConfig
+
+
+def _method_from_argv(argv) -> str | None:
+    """The value of ``--method`` on the command line (last one wins), before absl parses it."""
+    method = None
+    for i, a in enumerate(argv[1:], start=1):
+        if a == "--":
+            break
+        if a.startswith("--method="):
+            method = a.split("=", 1)[1]
+        elif a == "--method" and i + 1 < len(argv):
+            method = argv[i + 1]
+    return method
+
+
+def _config_class(method: str | None):
+    return RVAEPosteriorConfig if method and method.startswith(RVAE_PREFIX) else PosteriorConfig
 
 
 def _check_config_overrides(argv) -> None:
     """One clear line (instead of a traceback) for ``--config.FIELD`` with an unknown FIELD."""
-    fields = set(PosteriorConfig().to_dict())
+    cls = _config_class(_method_from_argv(argv))
+    fields = set(cls().to_dict())
     for a in argv[1:]:
         if a.startswith("--config."):
             name = a[len("--config."):].split("=", 1)[0]
             if name not in fields:
-                sys.stderr.write(f"enhance.py: error: unknown --config.{name} (fields: {', '.join(sorted(fields))})\n")
+                sys.stderr.write(f"enhance.py: error: unknown --config.{name} for {cls.__name__} "
+                                 f"(fields: {', '.join(sorted(fields))})\n")
                 sys.exit(2)
 
 
-# (DEFINE_config_dict reads the --config.* overrides from sys.argv right away, so check them first.)
+# (DEFINE_config_dict reads the --config.* overrides from sys.argv right away, so check them first, and give it
+# the fields of the method's settings class.)
+_CONFIG_CLASS = PosteriorConfig
 if __name__ == "__main__":
     _check_config_overrides(sys.argv)
+    _CONFIG_CLASS = _config_class(_method_from_argv(sys.argv))
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output", None, "Output directory (mirrors the input tree).", short_name="o")
-flags.DEFINE_enum("method", None, list(METHODS), "Posterior sampler (default: --config.method, i.e. udiffse).")
+flags.DEFINE_enum("method", None, list(METHODS), "Enhancement method (default: --config.method, i.e. udiffse).")
 flags.DEFINE_string("checkpoint", None,
-                    "train.py workdir/checkpoint or reference .ckpt/.npz (default: the shipped prior).")
+                    "Diffusion: train.py workdir/checkpoint or reference .ckpt/.npz (default: the shipped prior). "
+                    "RVAE: directory with rvae.json or reference .pt (default: jaxse/assets/rvae).")
 flags.DEFINE_integer("seed", 0, "Base seed of the sampler noise.")
 flags.DEFINE_integer("batch-size", 4, "Utterances (or chunks) enhanced together per compiled call.")
 flags.DEFINE_integer("chunk-frames", 1024, "Longest segment in STFT frames (a multiple of 64); longer files are "
-                     "processed in 50%-overlapping chunks of this size.")
+                     "processed in 50%-overlapping chunks of this size (1024 frames: 8.2 s for the diffusion "
+                     "priors, hop 128; 16.4 s for the RVAE, hop 256).")
 flags.DEFINE_bool("overwrite", False, "Redo files whose output already exists.")
 flags.DEFINE_string("log", None, "CSV log file (default OUTDIR/enhance_log.csv; appended).")
 flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
 try:
-    config_flags.DEFINE_config_dict("config", ConfigDict(PosteriorConfig().to_dict()),
-                                    "Posterior sampler settings (PosteriorConfig fields).", lock_config=True)
+    config_flags.DEFINE_config_dict("config", ConfigDict(_CONFIG_CLASS().to_dict()),
+                                    f"Settings of the method ({_CONFIG_CLASS.__name__} fields).", lock_config=True)
 except Exception as exc:  # a malformed --config.* value (parsed here, at definition time)
     if __name__ != "__main__":
         raise
@@ -76,10 +110,12 @@ def main(argv):
     from jaxse import enhance
 
     fields = FLAGS.config.to_dict()
-    if FLAGS.method:
-        fields["method"] = FLAGS.method
+    method = FLAGS.method or fields.get("method") or "udiffse"
     try:
-        cfg = PosteriorConfig(**fields)
+        if enhance.config_class(method) is not _CONFIG_CLASS:  # e.g. --config.method=rvae-ldem
+            raise ValueError(f"choose {method} with --method {method} (the --config.* fields are those of the "
+                             "--method's settings)")
+        cfg = enhance.make_config(method, **fields)
     except (TypeError, ValueError) as exc:
         sys.stderr.write(f"enhance.py: error: {exc}\n")
         return 2
@@ -87,14 +123,14 @@ def main(argv):
         sys.stderr.write(f"enhance.py: error: {argv[1]}: no such file or directory\n")
         return 2
     try:
-        model, variables, spec = enhance.load_prior(FLAGS.checkpoint)
-        enhancer = enhance.Enhancer(model, variables, cfg, spec=spec, batch_size=FLAGS["batch-size"].value,
+        backend = enhance.load_backend(method, FLAGS.checkpoint, cfg)
+        enhancer = enhance.Enhancer(backend, batch_size=FLAGS["batch-size"].value,
                                     chunk_frames=FLAGS["chunk-frames"].value, seed=FLAGS.seed)
     except (enhance.CheckpointError, ValueError) as exc:
         sys.stderr.write(f"enhance.py: error: {exc}\n")
         return 2
-    sys.stderr.write(f"enhance.py: {cfg.method}, {cfg.nfe} network evaluations per segment (x{cfg.num_samples} "
-                     f"samples), {enhancer.num_devices} device(s), frame buckets {list(enhancer.buckets)}\n")
+    sys.stderr.write(f"enhance.py: {backend.describe()}, {enhancer.num_devices} device(s), frame buckets "
+                     f"{list(enhancer.buckets)}\n")
     summary = enhance.enhance_files(argv[1], FLAGS.output, enhancer, overwrite=FLAGS.overwrite, log_path=FLAGS.log,
                                     progress=FLAGS.progress)
     log_path = FLAGS.log or str(Path(FLAGS.output) / enhance.LOG_NAME)

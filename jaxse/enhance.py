@@ -1,4 +1,5 @@
-"""Enhance waveforms and audio files with a diffusion prior (UDiffSE / UDiffSE+), batched and compiled once per shape.
+"""Enhance waveforms and audio files with a diffusion prior (UDiffSE / UDiffSE+) or an RVAE prior (VEM / MHEM /
+MALAEM / LDEM), batched and compiled once per shape.
 
 Library side of ``enhance.py``:
 
@@ -7,34 +8,48 @@ Library side of ``enhance.py``:
   (:func:`jaxse.parallel.bucket_sizes`) with a fixed number of rows; rows are spread over the local devices
   with ``jax.shard_map``. Signals longer than ``chunk_frames`` are cut into overlapping chunks of exactly
   ``chunk_frames`` frames and cross-faded back (:class:`jaxse.parallel.OverlapAdd`).
+* The method is a :class:`MethodBackend`, the only part that differs between the diffusion and the RVAE
+  methods: the spectral front-end and its inverse for padded rows (inside ``jit``), the per-file
+  normalisation factor, the per-row posterior ``(key, X_row, mask_row) -> S_row``, the frame quantum of the
+  rows, the variables replicated over the devices and the cost figures for the logs.
+  :class:`DiffusionBackend` (compressed Hann STFT, :func:`jaxse.udiffse.posterior_mean`) and
+  :class:`RVAEBackend` (sine-window STFT, :func:`jaxse.rvae_se.rvae_posterior`) are the two there are;
+  :func:`load_backend` makes either from a method name (:data:`METHODS`) and a checkpoint.
 * :func:`enhance_files` runs an :class:`Enhancer` over a file or a directory tree: mirrored output tree,
   resampling to the prior's rate and back, atomic writes, resumable, a CSV log, bad files skipped.
 
 Design choices:
 
 * **Keys.** Row noise comes from ``PRNGKey(0)`` folded with ``(seed, BLAKE2b(uid), chunk index)``; the CLI
-  uses the file's path relative to the input as ``uid``. Because :func:`jaxse.udiffse.posterior_mean` takes
-  one key per call, it is ``jax.vmap``-ed over the rows, each row being a one-utterance batch with its own
+  uses the file's path relative to the input as ``uid``. The posteriors take one key per utterance, so the
+  per-row posterior is ``jax.vmap``-ed over the rows, each row being a one-utterance batch with its own
   key. A result therefore does not depend on the other rows of its batch, the batch size or the device
-  count (up to float rounding, ~1e-6).
-* **Normalisation.** ``NF`` is per *file*: ``max |compress(stft(x))|`` of the whole signal (computed on the
-  host, block by block), as in the reference for a file that fits one chunk. All chunks of a long file
-  share it, so the chunks' levels agree and the cross-fades leave no seam.
+  count (up to float rounding, ~1e-6; the accept/reject samplers MHEM and MALAEM can turn rounding into an
+  occasional different decision, see :mod:`jaxse.rvae_se`).
+* **Normalisation.** ``NF`` is per *file* and computed on the host: the backend's analysis of every row is
+  divided by it before the posterior and the estimate multiplied back before the synthesis. Diffusion:
+  ``max |compress(stft(x))|`` of the whole signal (block by block), as in the reference for a file that fits
+  one chunk. RVAE: the waveform peak ``max |x|``, so that ``stft(x) / NF = stft(x / max|x|)``, the reference's
+  peak normalisation, and the output has the input's scale. All chunks of a long file share it, so the chunks'
+  levels agree and the cross-fades leave no seam.
 * **Chunks.** A file with more than ``chunk_frames`` STFT frames is cut into chunks of
   ``(chunk_frames - 1)·hop`` samples (exactly ``chunk_frames`` frames, the training crop rule) starting
   every half chunk (the last chunk ends at the end of the file); each chunk is transformed on its own and
   the enhanced chunks are cross-faded in the waveform domain with sin²/cos² ramps over the overlap. Device
-  memory depends on ``batch_size`` and ``chunk_frames`` only.
+  memory depends on ``batch_size`` and ``chunk_frames`` only. The default 1024 frames are 8.2 s at the
+  diffusion priors' hop (128) and 16.4 s at the RVAE's (256); the RVAE reference runs whole utterances, which
+  a larger ``chunk_frames`` gives for longer ones (its memory per row is small).
 * **Tail.** The inverse STFT drops the padding frames (no reference tail quirk), so the end keeps its level.
 * **Silence.** A signal whose peak is at most ``silence_threshold`` (default 2^-15, one LSB of 16-bit
   audio: digital silence or dither) is returned as zeros without running the sampler. Anything louder is
-  enhanced at its own scale (``NF``), and an all-zero spectrogram gives ``Xn = 0``, never NaN.
+  enhanced at its own scale (``NF``), and an all-zero spectrogram (a dummy row) gives ``Xn = 0``, never NaN.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -46,9 +61,11 @@ import jax.numpy as jnp
 import numpy as np
 import soundfile as sf
 
-from jaxse import parallel
+from jaxse import parallel, rvae_se, udiffse
 from jaxse.audio import AUDIO_EXTENSIONS, AudioError, read_audio, resample, resampled_length, write_audio
 from jaxse.logging_utils import ProgressBar, format_duration
+from jaxse.rvae_se import RVAEPosteriorConfig, rvae_posterior
+from jaxse.rvae_spectral import RVAESpecConfig, sine_window
 from jaxse.spectral import SpecConfig
 from jaxse.udiffse import PosteriorConfig, posterior_mean
 
@@ -58,6 +75,171 @@ INPUT_EXTENSIONS = tuple(AUDIO_EXTENSIONS) + (
     ".paf", ".svx", ".xi", ".sds", ".ircam", ".sf")
 LOG_NAME = "enhance_log.csv"
 LOG_FIELDS = ("file", "duration_s", "seconds", "rtf", "status", "message")
+RVAE_PREFIX = "rvae-"
+# enhance.py --method: the diffusion samplers, then the RVAE EM algorithms
+METHODS = tuple(udiffse.METHODS) + tuple(RVAE_PREFIX + m for m in rvae_se.METHODS)
+
+
+# ---------------------------------------------------------------------------------------------- backends
+
+
+class MethodBackend:
+    """What an enhancement method gives :class:`Enhancer`; batching, devices, chunks, keys and files are shared.
+
+    Attributes (set by subclasses):
+      name: the method as ``enhance.py --method`` names it (``"udiffse+"``, ``"rvae-ldem"``, ...).
+      cfg: the method's settings (a frozen dataclass: :class:`jaxse.udiffse.PosteriorConfig`,
+        :class:`jaxse.rvae_se.RVAEPosteriorConfig`).
+      spec: STFT settings with ``sample_rate``, ``n_fft``, ``hop_length`` and ``num_frames(length)``; the
+        Enhancer resamples nothing itself, waveforms come at ``spec.sample_rate``.
+      variables: network variables; the Enhancer replicates them on every device and passes them back to
+        :meth:`posterior` inside the compiled program (so that they are arguments, not constants).
+      quantum: frame counts of rows (buckets, ``chunk_frames``) must be multiples of this;
+        ``quantum_note`` says why (for the error message).
+
+    The compiled program of a bucket of ``T`` frames is, per device and for its rows ``u``::
+
+        X, mask = analysis(waves, lengths, T)               # (U, F, T), zero on padding frames
+        S_u = posterior(variables, key_u, X_u / NF_u, mask_u)   # vmapped over the rows
+        waves = synthesis(S · NF, lengths, row_length)      # (U, row_length), zero past each length
+
+    with ``NF_u = norm_factor(whole file)`` computed on the host.
+    """
+
+    name: str = ""
+    cfg: Any = None
+    spec: Any = None
+    variables: Any = None
+    quantum: int = 64
+    quantum_note: str = "the bucket quantum"
+
+    def norm_factor(self, wave: np.ndarray) -> float:
+        """Normalisation factor of a whole signal (host side, > 0)."""
+        raise NotImplementedError
+
+    def analysis(self, waves, lengths, num_frames: int):
+        """``(U, L)`` zero-padded rows + lengths -> ``(X (U, F, num_frames), mask (U, num_frames))`` (traced)."""
+        raise NotImplementedError
+
+    def synthesis(self, spec, lengths, row_length: int):
+        """Inverse of :meth:`analysis`: ``(U, F, T)`` -> ``(U, row_length)`` waveforms, zero past each length."""
+        raise NotImplementedError
+
+    def posterior(self, variables, key, x, mask):
+        """One row: ``X (F, T)`` normalised, ``mask (T,)`` -> speech estimate ``(F, T)`` (traced, vmapped)."""
+        raise NotImplementedError
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations per row (the figure in the stats)."""
+        raise NotImplementedError
+
+    def cost(self) -> dict:
+        """Cost figures per row for the stats (network passes, iterations)."""
+        return {"nfe": self.nfe}
+
+    def describe(self) -> str:
+        """One line about the method and its cost per segment (printed by ``enhance.py``)."""
+        return f"{self.name}, {self.nfe} network evaluations per segment"
+
+
+class DiffusionBackend(MethodBackend):
+    """UDiffSE / UDiffSE+ with a score model: compressed Hann STFT (:func:`jaxse.parallel.batched_spec`),
+    ``NF = max |compress(stft(x))|`` (:func:`jaxse.parallel.norm_factor`), posterior mean
+    (:func:`jaxse.udiffse.posterior_mean`, or ``posterior`` with its signature)."""
+
+    def __init__(self, model, variables, cfg: PosteriorConfig = PosteriorConfig(), spec: SpecConfig = SpecConfig(),
+                 posterior: Callable = posterior_mean):
+        self.model = model
+        self.variables = variables
+        self.cfg = cfg
+        self.spec = spec
+        self.posterior_fn = posterior
+        self.name = cfg.method
+        net = getattr(model, "net", None)
+        frame_multiple = getattr(net, "frame_multiple", None) or getattr(model, "frame_multiple", 1)
+        self.quantum = parallel.frame_quantum(frame_multiple, spec.pad_multiple)
+        self.quantum_note = f"lcm of the padding multiple {spec.pad_multiple} and the network's {frame_multiple}"
+
+    def norm_factor(self, wave):
+        return parallel.norm_factor(wave, self.spec)
+
+    def analysis(self, waves, lengths, num_frames):
+        return parallel.batched_spec(waves, lengths, num_frames, self.spec)
+
+    def synthesis(self, spec, lengths, row_length):
+        return parallel.batched_wave(spec, lengths, row_length, self.spec)
+
+    def posterior(self, variables, key, x, mask):
+        model = self.model
+
+        def score_fn(xx, t):
+            return model.score(variables, xx, t)
+
+        s, _ = self.posterior_fn(key, score_fn, model.sde, self.cfg, x[None], mask[None])
+        return s[0]
+
+    @property
+    def nfe(self) -> int:
+        return self.cfg.nfe
+
+    def cost(self) -> dict:
+        return {"nfe": self.cfg.nfe, "samples": self.cfg.num_samples}
+
+    def describe(self) -> str:
+        return (f"{self.cfg.method}, {self.cfg.nfe} network evaluations per segment (x{self.cfg.num_samples} "
+                "samples)")
+
+
+class RVAEBackend(MethodBackend):
+    """The RVAE EM algorithms: sine-window STFT without compression (:mod:`jaxse.rvae_spectral`, computed on
+    the padded rows by :func:`jaxse.parallel.batched_stft`), ``NF = max |x|`` (the reference's peak
+    normalisation), per-row :func:`jaxse.rvae_se.rvae_posterior` (or ``posterior`` with its signature) with the
+    frame mask. Any frame count works; rows use buckets of ``frame_quantum`` (64) frames all the same.
+
+    ``nfe`` counts decoder forward passes per row; :meth:`cost` has the EM iterations and every pass count
+    (:meth:`jaxse.rvae_se.RVAEPosteriorConfig.cost`).
+    """
+
+    def __init__(self, params, cfg: RVAEPosteriorConfig = RVAEPosteriorConfig(),
+                 spec: RVAESpecConfig = RVAESpecConfig(), *, posterior: Callable = rvae_posterior,
+                 frame_quantum: int = 64, eps: float = 1e-12):
+        self.variables = params
+        self.cfg = cfg
+        self.spec = spec
+        self.posterior_fn = posterior
+        self.name = RVAE_PREFIX + cfg.method
+        self.quantum = int(frame_quantum)
+        self.quantum_note = "the RVAE's bucket quantum"
+        self.eps = float(eps)
+        self.window = sine_window(spec.n_fft, np.float64)
+
+    def norm_factor(self, wave):
+        return max(float(np.max(np.abs(np.asarray(wave, np.float64)))), self.eps)
+
+    def analysis(self, waves, lengths, num_frames):
+        return parallel.batched_stft(waves, lengths, num_frames, self.spec, self.window)
+
+    def synthesis(self, spec, lengths, row_length):
+        return parallel.batched_istft(spec, lengths, row_length, self.spec, self.window)
+
+    def posterior(self, variables, key, x, mask):
+        return self.posterior_fn(key, variables, self.cfg, x, mask)[0]
+
+    @property
+    def nfe(self) -> int:
+        return self.cfg.nfe
+
+    def cost(self) -> dict:
+        return self.cfg.cost()
+
+    def describe(self) -> str:
+        c = self.cost()
+        enc = f"{c['encoder_forward']} encoder forward" + (
+            f" and {c['encoder_backward']} backward" if c["encoder_backward"] else "")
+        return (f"{self.name}, {c['em_iterations']} EM iterations: {c['decoder_forward']} decoder forward and "
+                f"{c['decoder_backward']} backward passes per segment (on {c['chains']} chain(s)), {enc}, "
+                f"{c['samples_per_m_step']} sample(s) per M-step")
 
 
 # ---------------------------------------------------------------------------------------------- Enhancer
@@ -97,44 +279,59 @@ class _Row:
 
 
 class Enhancer:
-    """Batched, compiled posterior-mean enhancement of 16 kHz (``spec.sample_rate``) waveforms.
+    """Batched, compiled enhancement of 16 kHz (``spec.sample_rate``) waveforms with any :class:`MethodBackend`.
+
+    ``Enhancer(model, variables, cfg, spec=..., posterior=...)`` is the diffusion path (a
+    :class:`DiffusionBackend` is made from them); ``Enhancer(backend)`` takes a ready backend
+    (e.g. :class:`RVAEBackend`), which brings its own settings, STFT and variables.
 
     Args:
       model: a :class:`jaxse.models.ScoreModel` (or any object with ``score(variables, x, t)``, ``sde`` and
-        ``net.frame_multiple`` or ``frame_multiple``).
-      variables: the model's variables (replicated on every device).
-      cfg: the sampler settings (:class:`jaxse.udiffse.PosteriorConfig`).
-      spec: STFT settings of the prior.
+        ``net.frame_multiple`` or ``frame_multiple``), or a :class:`MethodBackend`.
+      variables: the model's variables (replicated on every device); not with a backend.
+      cfg: the sampler settings (:class:`jaxse.udiffse.PosteriorConfig`); not with a backend.
+      spec: STFT settings of the prior (default :class:`jaxse.spectral.SpecConfig`); not with a backend.
       batch_size: rows per compiled batch (rounded up to a multiple of the device count).
-      chunk_frames: longest row in frames; longer signals are chunked. A multiple of
-        ``lcm(64, frame_multiple)``.
+      chunk_frames: longest row in frames; longer signals are chunked. A multiple of the backend's quantum
+        (``lcm(64, frame_multiple)`` for the diffusion priors, 64 for the RVAE).
       overlap: chunk overlap fraction (≤ 0.5).
       seed: base seed of the per-row keys.
       devices: devices to shard rows over (default: all local devices).
       posterior: ``(key, score_fn, sde, cfg, x (1, F, T), mask (1, T)) -> (S_hat (1, F, T), aux)``; default
-        :func:`jaxse.udiffse.posterior_mean` (tests swap in analytic ones).
+        :func:`jaxse.udiffse.posterior_mean` (tests swap in analytic ones); not with a backend.
       buckets: frame buckets (default :func:`jaxse.parallel.bucket_sizes`).
       silence_threshold: inputs whose peak is at most this come back as zeros (not enhanced).
       max_pending: most unfinished inputs held before partial batches are run (bounds memory and latency).
+      dtype: float dtype of the rows (``np.float64`` needs ``jax_enable_x64``, and float64 variables for a
+        float64 posterior; for exact comparisons in tests).
     """
 
-    def __init__(self, model, variables, cfg: PosteriorConfig = PosteriorConfig(), *, spec: SpecConfig = SpecConfig(),
+    def __init__(self, model, variables=None, cfg: PosteriorConfig | None = None, *, spec: SpecConfig | None = None,
                  batch_size: int = 4, chunk_frames: int = 1024, overlap: float = 0.5, seed: int = 0, devices=None,
-                 posterior: Callable = posterior_mean, buckets: Sequence[int] | None = None,
-                 silence_threshold: float = 2.0**-15, max_pending: int | None = None):
-        self.model = model
-        self.cfg = cfg
-        self.spec = spec
+                 posterior: Callable | None = None, buckets: Sequence[int] | None = None,
+                 silence_threshold: float = 2.0**-15, max_pending: int | None = None, dtype=np.float32):
+        if isinstance(model, MethodBackend):
+            given = [n for n, v in (("variables", variables), ("cfg", cfg), ("spec", spec), ("posterior", posterior))
+                     if v is not None]
+            if given:
+                raise TypeError(f"Enhancer(backend) takes no {', '.join(given)}: the backend brings them")
+            backend = model
+        else:
+            backend = DiffusionBackend(model, variables, PosteriorConfig() if cfg is None else cfg,
+                                       SpecConfig() if spec is None else spec,
+                                       posterior_mean if posterior is None else posterior)
+        self.backend = backend
+        self.cfg = backend.cfg
+        self.spec = backend.spec
+        self.model = getattr(backend, "model", None)  # the score model of the diffusion path (None for the RVAE)
         self.seed = int(seed)
-        self.posterior = posterior
         self.overlap = float(overlap)
         self.silence_threshold = float(silence_threshold)
-        net = getattr(model, "net", None)
-        frame_multiple = getattr(net, "frame_multiple", None) or getattr(model, "frame_multiple", 1)
-        self.quantum = parallel.frame_quantum(frame_multiple, spec.pad_multiple)
+        self.dtype = np.dtype(dtype)
+        self.quantum = int(backend.quantum)
         if int(chunk_frames) % self.quantum:
             raise ValueError(f"chunk_frames={chunk_frames} must be a multiple of {self.quantum} "
-                             f"(lcm of the padding multiple {spec.pad_multiple} and the network's {frame_multiple})")
+                             f"({backend.quantum_note})")
         self.chunk_frames = int(chunk_frames)
         self.buckets = tuple(sorted(buckets)) if buckets else parallel.bucket_sizes(self.chunk_frames, self.quantum)
         if max(self.buckets) != self.chunk_frames or any(b % self.quantum for b in self.buckets):
@@ -144,8 +341,8 @@ class Enhancer:
         self.num_devices = self.mesh.devices.size
         self.batch_size = parallel.round_up(max(1, int(batch_size)), self.num_devices)
         self.max_pending = int(max_pending) if max_pending else 2 * self.batch_size
-        self.variables = jax.device_put(variables, parallel.replicated(self.mesh))
-        self.chunk_length = self.spec.crop_length(self.chunk_frames)
+        self.variables = jax.device_put(backend.variables, parallel.replicated(self.mesh))
+        self.chunk_length = (self.chunk_frames - 1) * self.spec.hop_length  # exactly chunk_frames frames
         self._programs: dict[int, Any] = {}
         self.compile_seconds: dict[int, float] = {}
         self.num_batches = 0
@@ -157,40 +354,41 @@ class Enhancer:
     # ------------------------------------------------------------------------------ compiled programs
 
     @property
+    def method(self) -> str:
+        return self.backend.name
+
+    @property
     def compile_count(self) -> int:
         """Programs compiled so far (at most one per bucket)."""
         return len(self._programs)
 
     @property
     def nfe(self) -> int:
-        """Network evaluations per row (each on ``num_samples`` spectrograms)."""
-        return self.cfg.nfe
+        """Network evaluations per row (diffusion: each on ``num_samples`` spectrograms; RVAE: decoder forward
+        passes, each on the chains)."""
+        return self.backend.nfe
 
     def _build(self, num_frames: int):
-        spec, cfg, model, posterior = self.spec, self.cfg, self.model, self.posterior
-        row = parallel.row_length(num_frames, spec)
+        backend = self.backend
+        row = parallel.row_length(num_frames, self.spec)
 
         def local(variables, waves, lengths, nf, kdata):
-            x, mask = parallel.batched_spec(waves, lengths, num_frames, spec)
+            x, mask = backend.analysis(waves, lengths, num_frames)
             x = x / nf[:, None, None].astype(x.real.dtype)
 
-            def score_fn(xx, t):
-                return model.score(variables, xx, t)
-
             def one(kd, xu, mu):
-                s, _ = posterior(parallel.derive_key(kd), score_fn, model.sde, cfg, xu[None], mu[None])
-                return s[0]
+                return backend.posterior(variables, parallel.derive_key(kd), xu, mu)
 
             s = jax.vmap(one)(kdata, x, mask)
-            return parallel.batched_wave(s * nf[:, None, None], lengths, row, spec)
+            return backend.synthesis(s * nf[:, None, None].astype(s.real.dtype), lengths, row)
 
         fn = parallel.utterance_map(local, self.mesh, 5)
         rows = parallel.batch_sharding(self.mesh)
         jitted = jax.jit(fn, in_shardings=(parallel.replicated(self.mesh),) + (rows,) * 4, out_shardings=rows)
         b = self.batch_size
         args = (self.variables,
-                jax.ShapeDtypeStruct((b, row), jnp.float32), jax.ShapeDtypeStruct((b,), jnp.int32),
-                jax.ShapeDtypeStruct((b,), jnp.float32), jax.ShapeDtypeStruct((b, 5), jnp.uint32))
+                jax.ShapeDtypeStruct((b, row), self.dtype), jax.ShapeDtypeStruct((b,), jnp.int32),
+                jax.ShapeDtypeStruct((b,), self.dtype), jax.ShapeDtypeStruct((b, 5), jnp.uint32))
         t0 = time.perf_counter()
         compiled = jitted.lower(*args).compile()
         self.compile_seconds[num_frames] = time.perf_counter() - t0
@@ -208,9 +406,9 @@ class Enhancer:
         b = self.batch_size
         n = len(waves)
         row = parallel.row_length(num_frames, self.spec)
-        x, lengths = parallel.pad_rows(waves, b, row)
-        nf = np.ones((b,), np.float32)
-        nf[:n] = np.asarray(nfs, np.float32)
+        x, lengths = parallel.pad_rows(waves, b, row, self.dtype)
+        nf = np.ones((b,), self.dtype)
+        nf[:n] = np.asarray(nfs, self.dtype)
         kd = np.zeros((b, 5), np.uint32)
         if n:
             kd[:n] = np.stack(kdata)
@@ -245,7 +443,7 @@ class Enhancer:
         ``error`` set.
         """
         t0 = time.perf_counter()
-        wave = np.asarray(wave, np.float32).reshape(-1)
+        wave = np.asarray(wave, self.dtype).reshape(-1)
         length = wave.shape[0]
         item = _Item(uid=str(uid), payload=payload, length=length, plan=None, ola=None, remaining=0)
         if length < parallel.min_length(self.spec):
@@ -259,7 +457,7 @@ class Enhancer:
             item.wave = np.zeros(length, np.float32)
             item.seconds = time.perf_counter() - t0
             return [self._result(item)]
-        nf = parallel.norm_factor(wave, self.spec)
+        nf = self.backend.norm_factor(wave)
         if self.spec.num_frames(length) <= self.chunk_frames:
             item.remaining = 1
             bucket = parallel.choose_bucket(self.spec.num_frames(length), self.buckets)
@@ -374,6 +572,8 @@ class Enhancer:
             "batch_size": self.batch_size,
             "buckets": list(self.buckets),
             "nfe_per_row": self.nfe,
+            "method": self.method,
+            "cost_per_row": self.backend.cost(),
         }
 
 
@@ -417,6 +617,81 @@ def load_prior(checkpoint=None):
         raise
     except Exception as exc:
         raise CheckpointError(f"{path}: could not load the checkpoint ({' '.join(str(exc).split())[:300]})") from exc
+
+
+def default_rvae_checkpoint_path() -> Path:
+    """Where an RVAE shipped with the package lives: ``jaxse/assets/rvae`` (``rvae.json`` + ``rvae_params.npz``)."""
+    return Path(__file__).resolve().parent / "assets" / "rvae"
+
+
+def load_rvae_prior(checkpoint=None):
+    """``(params, spec)`` of an RVAE from a directory with ``rvae.json`` (``python -m jaxse.rvae_convert`` or the
+    training export), a reference ``.pt`` state_dict or a ``.npz`` (:func:`jaxse.rvae_convert.load_rvae`), or
+    the default (:func:`default_rvae_checkpoint_path`). The STFT settings come from the ``"spec"`` entry of
+    ``rvae.json`` when there is one (else :class:`jaxse.rvae_spectral.RVAESpecConfig`). Raises
+    :class:`CheckpointError` with one clear line."""
+    if checkpoint is None:
+        path = default_rvae_checkpoint_path()
+        if not path.exists():
+            raise CheckpointError("no RVAE is shipped with this installation yet (jaxse/assets/rvae is missing); "
+                                  "pass --checkpoint PATH (a directory with rvae.json, as python -m "
+                                  "jaxse.rvae_convert writes it, or a reference .pt state_dict)")
+    else:
+        path = Path(checkpoint)
+        if not path.exists():
+            raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        from jaxse.rvae_convert import CONFIG_FILE, load_rvae
+
+        cfg, params = load_rvae(path)
+        spec = RVAESpecConfig()
+        meta_path = path / CONFIG_FILE
+        if path.is_dir() and meta_path.is_file():
+            meta_spec = json.loads(meta_path.read_text()).get("spec") or {}
+            known = {f.name for f in dataclasses.fields(RVAESpecConfig)}
+            spec = RVAESpecConfig(**{k: v for k, v in meta_spec.items() if k in known})
+    except Exception as exc:
+        raise CheckpointError(f"{path}: could not load the RVAE ({' '.join(str(exc).split())[:300]})") from exc
+    if cfg.x_dim != spec.num_bins:
+        raise CheckpointError(f"{path}: the RVAE models {cfg.x_dim} frequency bins, its STFT (n_fft={spec.n_fft}) "
+                              f"has {spec.num_bins}")
+    return params, spec
+
+
+def is_rvae_method(method: str) -> bool:
+    return str(method).startswith(RVAE_PREFIX)
+
+
+def config_class(method: str):
+    """The settings class of a method of :data:`METHODS`: ``PosteriorConfig`` or ``RVAEPosteriorConfig``."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r} (one of {', '.join(METHODS)})")
+    return RVAEPosteriorConfig if is_rvae_method(method) else PosteriorConfig
+
+
+def make_config(method: str, /, **fields):
+    """The settings of ``method`` (``"udiffse+"``, ``"rvae-mhem"``, ...) with ``fields`` overridden; the method
+    field is the method's (``"mhem"`` for ``"rvae-mhem"``), whatever ``fields`` says."""
+    cls = config_class(method)
+    fields["method"] = method[len(RVAE_PREFIX):] if cls is RVAEPosteriorConfig else method
+    return cls(**fields)
+
+
+def load_backend(method: str = "udiffse", checkpoint=None, cfg=None) -> MethodBackend:
+    """The backend of ``method`` (:data:`METHODS`) with its checkpoint (default: the shipped one) and settings
+    (default: ``make_config(method)``). Raises :class:`CheckpointError` (one line) for a missing or unreadable
+    checkpoint, ``ValueError`` for an unknown method or settings of the wrong class."""
+    cls = config_class(method)
+    cfg = make_config(method) if cfg is None else cfg
+    if not isinstance(cfg, cls):
+        raise ValueError(f"{method} needs a {cls.__name__}, got a {type(cfg).__name__}")
+    if cfg.method != make_config(method).method:
+        raise ValueError(f"method {method!r} and cfg.method={cfg.method!r} disagree")
+    if cls is RVAEPosteriorConfig:
+        params, spec = load_rvae_prior(checkpoint)
+        return RVAEBackend(params, cfg, spec)
+    model, variables, spec = load_prior(checkpoint)
+    return DiffusionBackend(model, variables, cfg, spec)
 
 
 # -------------------------------------------------------------------------------------------- files

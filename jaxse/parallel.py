@@ -1,6 +1,7 @@
 """The shape of a batched enhancement run: buckets, padding and masks, keys, device sharding, chunking.
 
-Everything here is about *where* utterances go, not about the method itself (:mod:`jaxse.udiffse`):
+Everything here is about *where* utterances go, not about the method itself (:mod:`jaxse.udiffse`,
+:mod:`jaxse.rvae_se`; :mod:`jaxse.enhance` ties the two together):
 
 * **Buckets.** Frame counts are padded to a small set of sizes (:func:`bucket_sizes`: multiples of the
   pad multiple 64 and of the network's frame multiple, in half-octave steps up to the chunk size), and batches have a
@@ -10,7 +11,9 @@ Everything here is about *where* utterances go, not about the method itself (:mo
   :func:`jaxse.spectral.normalize_for_inference` gives each utterance on its own (reflect-padded centred
   STFT of the true length, then zero frames), and the frame mask; :func:`batched_wave` is
   :func:`jaxse.spectral.spec_to_wave` without the reference's tail quirk (frames past the utterance are
-  dropped before the inverse STFT, so the end is not attenuated).
+  dropped before the inverse STFT, so the end is not attenuated). Both are the diffusion prior's compression
+  around :func:`batched_stft` / :func:`batched_istft`, the same thing for any window and STFT setting (the
+  RVAE methods use them directly, with the sine window of :mod:`jaxse.rvae_spectral` and no compression).
 * **Keys.** Each utterance (chunk) draws its noise from its own key, derived from ``(seed, hash of its
   identity, chunk index)`` (:func:`key_data`, :func:`derive_key`), so a result depends neither on the
   batch it landed in nor on the number of devices.
@@ -83,17 +86,19 @@ def round_up(n: int, multiple: int) -> int:
 # ------------------------------------------------------------------------------- padding and masks
 
 
-def pad_rows(waves: Sequence[np.ndarray], num_rows: int, row_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stack 1-D waveforms into a zero-padded ``(num_rows, row_length)`` float32 array; ``lengths`` (num_rows,).
+def pad_rows(waves: Sequence[np.ndarray], num_rows: int, row_length: int,
+             dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """Stack 1-D waveforms into a zero-padded ``(num_rows, row_length)`` array (float32 by default); ``lengths``
+    (num_rows,) int32.
 
     Rows past ``len(waves)`` are silent dummy utterances of length ``row_length``.
     """
     if len(waves) > num_rows:
         raise ValueError(f"{len(waves)} waveforms do not fit in {num_rows} rows")
-    out = np.zeros((num_rows, row_length), np.float32)
+    out = np.zeros((num_rows, row_length), dtype)
     lengths = np.full((num_rows,), row_length, np.int32)
     for i, w in enumerate(waves):
-        w = np.asarray(w, np.float32).reshape(-1)
+        w = np.asarray(w, dtype).reshape(-1)
         if w.shape[0] > row_length:
             raise ValueError(f"waveform {i} has {w.shape[0]} samples, more than the row length {row_length}")
         out[i, : w.shape[0]] = w
@@ -112,38 +117,46 @@ def frame_mask(lengths, num_frames: int, cfg: SpecConfig):
     return (t[None, :] < num_frames_of(jnp.asarray(lengths), cfg)[:, None]).astype(jnp.float32)
 
 
-def batched_spec(waves, lengths, num_frames: int, cfg: SpecConfig):
-    """Compressed spectrograms of zero-padded rows, as if each row were transformed on its own.
+def batched_stft(waves, lengths, num_frames: int, cfg, window=None):
+    """Plain (uncompressed) centred STFTs of zero-padded rows, as if each row were transformed on its own.
 
-    ``waves`` (U, L) real, ``lengths`` (U,) int with ``cfg.n_fft // 2 < lengths`` and ``1 + lengths // hop <=
-    num_frames``. Returns ``(spec (U, F, num_frames) complex, mask (U, num_frames))``: row ``u`` equals
-    ``compress(stft(waves[u, :lengths[u]]))`` followed by zero frames (the inference padding), computed with
-    static shapes: the reflect padding at the end of each row is an index computation on its length.
+    ``waves`` (U, L) real, ``lengths`` (U,) int with ``1 + lengths // hop <= num_frames`` (and ``cfg.n_fft // 2 <
+    lengths`` for reflect padding). ``cfg`` is any STFT setting with ``n_fft`` and ``hop_length`` and optionally
+    ``pad_mode`` (``"reflect"``, the default, or ``"constant"``): :class:`jaxse.spectral.SpecConfig` or
+    :class:`jaxse.rvae_spectral.RVAESpecConfig`. ``window`` (n_fft,) defaults to the periodic Hann window.
+    Returns ``(spec (U, F, num_frames) complex, mask (U, num_frames))``: row ``u`` equals the STFT of
+    ``waves[u, :lengths[u]]`` followed by zero frames, computed with static shapes: the padding at the end of
+    each row (reflection about its last sample, or zeros) is an index computation on its length.
     """
     waves = jnp.asarray(waves)
     n_fft, hop = cfg.n_fft, cfg.hop_length
+    pad_mode = getattr(cfg, "pad_mode", "reflect")
     row = waves.shape[-1]
     pos = np.arange(num_frames)[:, None] * hop + np.arange(n_fft)[None, :] - n_fft // 2  # (T, n_fft)
 
     def one(x, length):
-        p = jnp.abs(jnp.asarray(pos))  # reflect at the start: x[-p]
+        p = jnp.asarray(pos)
+        if pad_mode == "constant":
+            inside = (p >= 0) & (p < length)
+            return jnp.where(inside, x[jnp.clip(p, 0, row - 1)], 0.0)
+        p = jnp.abs(p)  # reflect at the start: x[-p]
         p = jnp.where(p >= length, 2 * (length - 1) - p, p)  # reflect at the end: x[2(L-1) - p]
         return x[jnp.clip(p, 0, row - 1)]
 
     frames = jax.vmap(one)(waves, jnp.asarray(lengths))  # (U, T, n_fft)
     rdt = jnp.float64 if waves.dtype == jnp.float64 else jnp.float32
-    window = jnp.asarray(hann_window(n_fft, dtype=np.float64), dtype=rdt)
-    spec = jnp.swapaxes(jnp.fft.rfft(frames * window, n=n_fft, axis=-1), -1, -2)  # (U, F, T)
+    w = hann_window(n_fft, dtype=np.float64) if window is None else np.asarray(window, np.float64)
+    spec = jnp.swapaxes(jnp.fft.rfft(frames * jnp.asarray(w, dtype=rdt), n=n_fft, axis=-1), -1, -2)  # (U, F, T)
     mask = frame_mask(lengths, num_frames, cfg)
-    return compress(spec, cfg) * mask[:, None, :], mask
+    return spec * mask[:, None, :], mask
 
 
-def batched_wave(spec, lengths, row_length: int, cfg: SpecConfig):
-    """Inverse of :func:`batched_spec`: ``(U, F, T)`` compressed -> ``(U, row_length)`` waveforms.
+def batched_istft(spec, lengths, row_length: int, cfg, window=None):
+    """Inverse of :func:`batched_stft`: ``(U, F, T)`` -> ``(U, row_length)`` waveforms.
 
-    Row ``u`` equals ``spec_to_wave(spec[u], lengths[u], cfg)`` (frames past the utterance's own are
-    dropped before the inverse STFT, so its end is reconstructed exactly) followed by zeros; samples
-    at and after ``lengths[u]`` are zero.
+    Row ``u`` is the windowed overlap-add of its own frames only (frames past the utterance's are dropped, so
+    its end is reconstructed exactly), divided by the summed squared window of those frames, followed by
+    zeros: samples at and after ``lengths[u]`` are zero. ``window`` as in :func:`batched_stft`.
     """
     spec = jnp.asarray(spec)
     n_fft, hop = cfg.n_fft, cfg.hop_length
@@ -151,10 +164,9 @@ def batched_wave(spec, lengths, row_length: int, cfg: SpecConfig):
     lengths = jnp.asarray(lengths)
     mask = frame_mask(lengths, num_frames, cfg)  # (U, T)
     rdt = jnp.float64 if spec.dtype == jnp.complex128 else jnp.float32
-    w = hann_window(n_fft, dtype=np.float64)
-    window = jnp.asarray(w, dtype=rdt)
-    spec = decompress(spec, cfg) * mask[:, None, :]
-    frames = jnp.fft.irfft(jnp.swapaxes(spec, -1, -2), n=n_fft, axis=-1) * window  # (U, T, n_fft)
+    w = hann_window(n_fft, dtype=np.float64) if window is None else np.asarray(window, np.float64)
+    spec = spec * mask[:, None, :]
+    frames = jnp.fft.irfft(jnp.swapaxes(spec, -1, -2), n=n_fft, axis=-1) * jnp.asarray(w, dtype=rdt)  # (U, T, n_fft)
     total = n_fft + hop * (num_frames - 1)
     idx = np.arange(num_frames)[:, None] * hop + np.arange(n_fft)[None, :]
     u = spec.shape[0]
@@ -167,6 +179,28 @@ def batched_wave(spec, lengths, row_length: int, cfg: SpecConfig):
         out = jnp.pad(out, ((0, 0), (0, row_length - out.shape[-1])))
     keep = jnp.arange(row_length)[None, :] < lengths[:, None]
     return jnp.where(keep, out, 0.0)
+
+
+def batched_spec(waves, lengths, num_frames: int, cfg: SpecConfig):
+    """Compressed spectrograms of zero-padded rows, as if each row were transformed on its own.
+
+    ``waves`` (U, L) real, ``lengths`` (U,) int with ``cfg.n_fft // 2 < lengths`` and ``1 + lengths // hop <=
+    num_frames``. Returns ``(spec (U, F, num_frames) complex, mask (U, num_frames))``: row ``u`` equals
+    ``compress(stft(waves[u, :lengths[u]]))`` followed by zero frames (the inference padding), computed with
+    static shapes (:func:`batched_stft` with the Hann window, then the compression).
+    """
+    spec, mask = batched_stft(waves, lengths, num_frames, cfg)
+    return compress(spec, cfg) * mask[:, None, :], mask
+
+
+def batched_wave(spec, lengths, row_length: int, cfg: SpecConfig):
+    """Inverse of :func:`batched_spec`: ``(U, F, T)`` compressed -> ``(U, row_length)`` waveforms.
+
+    Row ``u`` equals ``spec_to_wave(spec[u], lengths[u], cfg)`` (frames past the utterance's own are
+    dropped before the inverse STFT, so its end is reconstructed exactly) followed by zeros; samples
+    at and after ``lengths[u]`` are zero (:func:`batched_istft` of the decompressed spectrogram).
+    """
+    return batched_istft(decompress(jnp.asarray(spec), cfg), lengths, row_length, cfg)
 
 
 def row_length(num_frames: int, cfg: SpecConfig) -> int:

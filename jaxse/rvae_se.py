@@ -155,6 +155,41 @@ class RVAEPosteriorConfig:
                 "mhem": (self.mc_steps - self.mc_burn_in) * self.mc_chains,
                 "malaem": (self.mc_steps - self.mc_burn_in) * self.mc_chains}[self.method]
 
+    def cost(self) -> dict:
+        """Network passes of one :func:`rvae_posterior` call (one utterance), counted from the code below.
+
+        ``decoder_forward`` / ``decoder_backward``: passes of the decoder over the whole sequence, each on a batch
+        of ``chains`` latent sequences (the samples of one draw; VEM's loss uses one sample, its draws of q
+        ``vem_samples`` / ``vem_wf_samples``); a gradient (``jax.vjp``) is one forward plus one backward pass.
+        ``encoder_forward`` / ``encoder_backward`` likewise for the encoder (VEM: every E-step; the sampling
+        methods: once, for the starting point). ``samples_per_m_step`` is R. MHEM evaluates the energy at the
+        proposal and again at the kept state (2 forward passes per step, plus one at the start of each chain).
+        """
+        n = self.num_em
+        if self.method == "vem":
+            dec_f = n * (self.vem_epochs + 1) + 1
+            dec_b = n * self.vem_epochs
+            enc_f, enc_b, chains = dec_f, dec_b, self.vem_samples
+        elif self.method == "ldem":
+            # the first E-step (ld_steps gradients), then num_em - 1 fused iterations (the M-step's decoder pass
+            # doubles as the first gradient), then the decoder pass of the last M-step and the Wiener filter
+            dec_f = self.ld_steps + (n - 1) * max(self.ld_steps, 1) + 1
+            dec_b = n * self.ld_steps
+            enc_f, enc_b, chains = 1, 0, self.ld_chains
+        else:  # mhem / malaem: num_em chains plus the final one, 1 + 2·mc_steps energies each
+            per_chain = 1 + 2 * self.mc_steps
+            dec_f = (n + 1) * per_chain
+            dec_b = dec_f if self.method == "malaem" else 0
+            enc_f, enc_b, chains = 1, 0, self.mc_chains
+        return {"em_iterations": n, "decoder_forward": dec_f, "decoder_backward": dec_b, "encoder_forward": enc_f,
+                "encoder_backward": enc_b, "chains": chains, "samples_per_m_step": self.num_samples}
+
+    @property
+    def nfe(self) -> int:
+        """Decoder forward passes per utterance (``cost()["decoder_forward"]``), the analogue of the diffusion
+        methods' network evaluations; backward and encoder passes are in :meth:`cost`."""
+        return self.cost()["decoder_forward"]
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
