@@ -1,9 +1,21 @@
-"""Inference benchmark: compile and run times of the prior sampler and the posterior samplers (UDiffSE, UDiffSE+).
+"""Inference benchmark: compile and run times of the prior sampler, the diffusion posterior samplers (UDiffSE,
+UDiffSE+) and the RVAE EM algorithms (VEM, MHEM, MALAEM, LDEM).
 
     python -m jaxse.benchmark -o bench.json                      # tiny, 28M and 65M nets, all methods, all sweeps
     python -m jaxse.benchmark --quick -o /tmp/quick.json         # smoke test: shipped prior, 64 frames, 2 steps
     python -m jaxse.benchmark --networks 28m --methods udiffse+ --steps 2 --sweeps none -o b28.json
     python -m jaxse.benchmark --config configs/cpu_small.py --sweeps steps -o small.json
+    python -m jaxse.benchmark --networks rvae --methods rvae --em-iters 2 --sweeps none -o rvae.json
+    python -m jaxse.benchmark --rvae-checkpoint runs/rvae_published --sweeps none -o rvae_pub.json
+
+Methods and networks come in two families. The diffusion methods (``prior``, ``udiffse``, ``udiffse+``) run on
+the diffusion networks (score models: ``tiny``, ``nano``, ``cpu_small``, ``28m``, ``65m``, ``--config`` files),
+the RVAE methods (``rvae-vem``, ``rvae-mhem``, ``rvae-malaem``, ``rvae-ldem``; ``rvae`` names all four) on the
+RVAE networks (``rvae``: the RVAE shipped in ``jaxse/assets/rvae`` if there is one, else the published
+non-causal architecture (1.03M parameters) with random weights, or the model of ``--rvae-checkpoint``;
+``rvae-nano``: 16-unit LSTMs, random weights, for smoke tests). A pair of a method and a network of different
+families is skipped (logged, and listed under ``skipped`` in the JSON). Without ``--methods`` every network
+gets all the methods of its family.
 
 For every (network, method) pair the sampler is compiled once as a whole (``jax.jit(f).trace(...)`` →
 ``.lower()`` → ``.compile()``, each timed) and then called: the first call, then ``--repeats`` calls whose
@@ -21,7 +33,21 @@ recipe's NFE and network rows, and ``seconds = NFE_full × measured per-NFE time
 (rows·frames)``, with ``extrapolated: true`` whenever the measured settings differ from the recipe (the
 assumption, time ∝ NFE × rows × frames, is written beside it).
 
-Sweeps (on ``--sweep-networks``, default the first network):
+RVAE methods: one :func:`jaxse.rvae_se.rvae_posterior` call on one utterance, a random (513, T) spectrogram
+(T frames of the RVAE's STFT, hop 256: 256 frames ≈ 4.1 s of audio), at ``--em-iters`` EM iterations (default
+2, far below the reference's 100) and otherwise the :class:`~jaxse.rvae_se.RVAEPosteriorConfig` defaults; timed
+as above. The bare network is the RVAE decoder on the method's latent chains, ``(T, chains, 16)`` time-major;
+its FLOPs are counted from the layer sizes (matrix products; XLA's cost analysis counts the body of the LSTM's
+``lax.scan`` once, its figure is kept as ``xla_flops``). The pass counts of
+:meth:`~jaxse.rvae_se.RVAEPosteriorConfig.cost` (decoder and encoder, forward and backward) give the time model:
+``units = forward passes + 2 × backward passes`` (encoder and decoder alike), affine in the EM count, so
+``per_em_iter_s`` is the measured time per unit × the units one more EM iteration adds, and the
+``full_recipe`` (the reference ``num_em`` at the measured length; the RVAE runs whole utterances) is
+``seconds = steady × units_full / units`` with its real-time factor (``extrapolated: true`` unless the
+measured EM count is the recipe's). ``overhead_ratio`` is ``steady ÷ (units × decoder forward)``.
+
+Sweeps (on ``--sweep-networks``, default the first diffusion network; the sweeps cover the diffusion methods
+only):
 
 * ``steps``: prior PC sampler for each step count as a ``lax.scan`` (one compiled step body: compile time
   flat in N), as a Python loop over one jitted PC step (compiled once, N dispatches), and unrolled in
@@ -33,9 +59,10 @@ Sweeps (on ``--sweep-networks``, default the first network):
   minimum compile time / entry size thresholds at 0): a cold start that fills it, then a warm one.
 
 Methods and networks are registries (:data:`METHODS`, :data:`NETWORKS`): a new posterior method is one
-entry, e.g. ``"name": posterior_method("name")``. The JSON (``-o``) is rewritten atomically after every
-measurement, so a long run that is interrupted keeps what it measured (``complete: false``). Progress goes
-to stderr, the table to stdout. Nothing here assumes a CPU: the same command runs on GPU/TPU.
+entry, e.g. ``"name": posterior_method("name")`` or ``"rvae-name": rvae_method("name")``. The JSON (``-o``) is
+rewritten atomically after every measurement, so a long run that is interrupted keeps what it measured
+(``complete: false``). Progress goes to stderr, the tables to stdout. Nothing here assumes a CPU: the same
+command runs on GPU/TPU.
 """
 
 from __future__ import annotations
@@ -65,6 +92,9 @@ import numpy as np
 from jaxse import samplers
 from jaxse.audio import write_bytes_atomic
 from jaxse.models import ScoreModel, UDIFFSE_65M, UDIFFSE_PLUS_28M, count_params
+from jaxse.nets.rvae import RVAEConfig, config_from_params, decoder_forward, init_params, num_params
+from jaxse.rvae_se import RVAEPosteriorConfig, rvae_posterior
+from jaxse.rvae_spectral import RVAESpecConfig
 from jaxse.sde import complex_normal
 from jaxse.spectral import SpecConfig
 from jaxse.udiffse import PosteriorConfig, posterior_mean
@@ -76,6 +106,8 @@ LARGE_PARAMS = 5_000_000  # networks at least this big get the reduced default s
 FULL_FRAMES = 256  # utterance length of the full recipes (the reference crop: batch 1 × 256 frames)
 ALL_SWEEPS = ("steps", "batch", "length", "cache")
 STEP_VARIANTS = ("scan", "loop", "unrolled")
+DIFFUSION, RVAE = "diffusion", "rvae"  # the two families of methods and networks
+RVAE_PREFIX = "rvae-"  # RVAE method names: rvae-<RVAEPosteriorConfig.method>
 
 
 def _log(message: str) -> None:
@@ -112,6 +144,10 @@ SMALL_DEFAULTS = RunSettings(steps=30, em_iters=1, samples=1, batch=1, frames=25
 LARGE_DEFAULTS = RunSettings(steps=2, em_iters=1, samples=1, batch=1, frames=256)
 QUICK_DEFAULTS = RunSettings(steps=2, em_iters=2, samples=1, batch=1, frames=64)
 SMALL_REPEATS, LARGE_REPEATS, QUICK_REPEATS = 3, 2, 2
+# RVAE methods (only em_iters and frames apply): a few EM iterations of the reference's 100, one utterance of
+# 256 frames at hop 256 (4.1 s); --quick: 64 frames.
+RVAE_DEFAULTS = RunSettings(steps=1, em_iters=2, samples=1, batch=1, frames=256)
+RVAE_QUICK_DEFAULTS = RunSettings(steps=1, em_iters=2, samples=1, batch=1, frames=64)
 
 SWEEP_DEFAULTS = {
     "steps": (1, 2, 4, 8),
@@ -133,6 +169,10 @@ class Method:
     the (batch, F, T) input (the noisy mixture; the prior only reads its shape); ``nfe(settings)``: network
     evaluations per call; ``rows(settings)``: the network's batch; ``config(settings)``: the sampler settings
     as a dict (recorded); ``full``: the full recipe; ``uses``: the :class:`RunSettings` fields it depends on.
+
+    ``family``: ``"diffusion"`` (runs on score models) or ``"rvae"`` (runs on RVAEs: ``program(rvae_config, ...)``
+    returns ``fn(params, key, x)`` with ``x`` one (F, T) utterance; ``nfe``: decoder forward passes; ``rows``: the
+    decoder's chains; ``cost(settings)``: :meth:`jaxse.rvae_se.RVAEPosteriorConfig.cost`).
     """
 
     name: str
@@ -143,6 +183,8 @@ class Method:
     config: Callable[[RunSettings], dict]
     full: RunSettings
     uses: tuple[str, ...]
+    family: str = DIFFUSION
+    cost: Callable[[RunSettings], dict] | None = None
 
 
 def prior_method(base: samplers.PCConfig = samplers.UDIFFSE_PC) -> Method:
@@ -192,12 +234,55 @@ def posterior_method(name: str, **fixed) -> Method:
                   lambda s: int(s.batch) * int(s.samples), lambda s: cfg(s).to_dict(), full, uses)
 
 
+def rvae_method(name: str, **fixed) -> Method:
+    """A :func:`jaxse.rvae_se.rvae_posterior` method (``name``: ``vem``, ``mhem``, ``malaem`` or ``ldem``) on one
+    utterance; ``fixed``: other :class:`RVAEPosteriorConfig` fields. The EM count comes from the settings (the
+    full recipe: the config's ``num_em``); the frames are the utterance length."""
+    base = RVAEPosteriorConfig(method=name, **fixed)
+
+    def cfg(s: RunSettings) -> RVAEPosteriorConfig:
+        return dataclasses.replace(base, num_em=int(s.em_iters))
+
+    def program(rvae: RVAEConfig, s: RunSettings, debug_loop: bool = False):
+        c = cfg(s)
+
+        def fn(params, key, x):
+            s_hat, _ = rvae_posterior(key, params, c, x, None, debug_loop=debug_loop)
+            return s_hat
+
+        return fn
+
+    full = RunSettings(steps=1, em_iters=base.num_em, samples=1, batch=1, frames=FULL_FRAMES)
+    return Method(RVAE_PREFIX + name, f"RVAE EM, {name} (jaxse.rvae_se, one utterance)", program,
+                  lambda s: cfg(s).nfe, lambda s: int(cfg(s).cost()["chains"]), lambda s: cfg(s).to_dict(), full,
+                  ("em_iters", "frames"), RVAE, lambda s: cfg(s).cost())
+
+
 # The methods of the CLI; adding one is one entry.
 METHODS: dict[str, Method] = {
     "prior": prior_method(),
     "udiffse": posterior_method("udiffse"),
     "udiffse+": posterior_method("udiffse+"),
+    "rvae-vem": rvae_method("vem"),
+    "rvae-mhem": rvae_method("mhem"),
+    "rvae-malaem": rvae_method("malaem"),
+    "rvae-ldem": rvae_method("ldem"),
 }
+METHOD_GROUPS = {"rvae": tuple(n for n, m in METHODS.items() if m.family == RVAE)}  # --methods shorthands
+
+
+def methods_of(family: str) -> tuple[str, ...]:
+    return tuple(n for n, m in METHODS.items() if m.family == family)
+
+
+def expand_methods(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` with the shorthands of :data:`METHOD_GROUPS` replaced by their methods (duplicates dropped)."""
+    out: list[str] = []
+    for n in names:
+        for m in METHOD_GROUPS.get(n, (n,)):
+            if m not in out:
+                out.append(m)
+    return tuple(out)
 
 
 # ------------------------------------------------------------------------------------------ networks
@@ -205,11 +290,16 @@ METHODS: dict[str, Method] = {
 
 @dataclasses.dataclass(frozen=True)
 class NetworkSpec:
-    """``load() -> (model, variables or None, spec, info)``; ``None`` variables: initialise at random."""
+    """``load() -> (model, variables or None, spec, info)``; ``None`` variables: initialise at random.
+
+    ``family`` ``"rvae"``: ``model`` is an :class:`~jaxse.nets.rvae.RVAEConfig`, ``variables`` its parameter
+    dict (``{"encoder", "decoder"}``) and ``spec`` an :class:`~jaxse.rvae_spectral.RVAESpecConfig`.
+    """
 
     name: str
     description: str
     load: Callable[[], tuple]
+    family: str = DIFFUSION
 
 
 def _load_config_file(path) -> Any:
@@ -257,6 +347,34 @@ def _load_shipped():
         return model, None, spec, {**info, "note": "shipped prior missing"}
 
 
+def rvae_network(name: str, description: str, checkpoint=None, config: RVAEConfig | None = None) -> NetworkSpec:
+    """An RVAE network: ``config`` given: that architecture with random weights; else ``checkpoint`` (anything
+    :func:`jaxse.enhance.load_rvae_prior` reads: a directory with ``rvae.json``, a reference ``.pt``, a ``.npz``);
+    else the RVAE shipped in ``jaxse/assets/rvae``, or, where there is none, the published architecture
+    (:class:`~jaxse.nets.rvae.RVAEConfig` defaults) with random weights."""
+
+    def load():
+        from jaxse.enhance import CheckpointError, default_rvae_checkpoint_path, load_rvae_prior
+
+        if config is not None:
+            return config, None, RVAESpecConfig(), {"weights": "random init"}
+        if checkpoint is not None:
+            params, spec = load_rvae_prior(checkpoint)  # CheckpointError: one line, reported as this net's error
+            return config_from_params(params), params, spec, {"weights": "checkpoint", "checkpoint": str(checkpoint)}
+        try:
+            params, spec = load_rvae_prior(None)
+        except CheckpointError as exc:  # no RVAE in this installation: the published size, random weights
+            _log(f"{name}: no usable shipped RVAE at {default_rvae_checkpoint_path()}; using the published RVAE "
+                 "architecture with random weights (--rvae-checkpoint PATH measures trained weights)")
+            return RVAEConfig(), None, RVAESpecConfig(), {
+                "weights": "random init", "architecture": "published non-causal RVAE (RVAEConfig defaults)",
+                "note": f"shipped RVAE missing ({' '.join(str(exc).split())[:200]})"}
+        info = {"weights": "shipped RVAE (trained)", "checkpoint": str(default_rvae_checkpoint_path())}
+        return config_from_params(params), params, spec, info
+
+    return NetworkSpec(name, description, load, RVAE)
+
+
 NETWORKS: dict[str, NetworkSpec] = {
     "tiny": NetworkSpec("tiny", "the shipped prior (NCSN++M nf 16, 0.44M)", _load_shipped),
     "nano": _fixed_network("nano", "NCSN++M nf 8 (smoke tests)", dataclasses.replace(
@@ -264,6 +382,9 @@ NETWORKS: dict[str, NetworkSpec] = {
     "cpu_small": config_network(REPO / "configs" / "cpu_small.py", "cpu_small"),
     "28m": _fixed_network("28m", "UDiffSE+ NCSN++M (UDIFFSE_PLUS_28M)", UDIFFSE_PLUS_28M),
     "65m": _fixed_network("65m", "UDiffSE NCSN++ (UDIFFSE_65M)", UDIFFSE_65M),
+    "rvae": rvae_network("rvae", "the shipped RVAE, else the published non-causal RVAE (1.03M) at random"),
+    "rvae-nano": rvae_network("rvae-nano", "RVAE with 16-unit LSTMs (smoke tests)",
+                              config=RVAEConfig(dim_rnn_g_x=16, dim_rnn_g_z=16, dim_rnn_h=16)),
 }
 
 
@@ -280,10 +401,11 @@ def _jax_flag(name: str, value):
 @dataclasses.dataclass
 class LoadedNetwork:
     name: str
-    model: ScoreModel
+    model: Any  # ScoreModel; RVAEConfig for the RVAE family
     variables: Any
-    spec: SpecConfig
+    spec: Any  # SpecConfig; RVAESpecConfig for the RVAE family
     info: dict
+    family: str = DIFFUSION
 
     @property
     def num_bins(self) -> int:
@@ -294,9 +416,38 @@ class LoadedNetwork:
         return self.info["params"] >= LARGE_PARAMS
 
 
+def _load_rvae_network(spec: NetworkSpec, dtype: str, seed: int, t0: float) -> LoadedNetwork:
+    cfg, params, sspec, info = spec.load()
+    if params is None:
+        with _jax_flag("jax_disable_most_optimizations", True):  # as for the score models: init is not measured
+            params = init_params(jax.random.PRNGKey(seed), cfg)
+    params = jax.device_put(jax.tree.map(jnp.asarray, params))
+    jax.block_until_ready(params)
+    if dtype != "float32":
+        _log(f"{spec.name}: --dtype {dtype} does not apply to the RVAE (it runs in float32)")
+    info = {
+        "name": spec.name,
+        "description": spec.description,
+        "family": RVAE,
+        **info,
+        "params": num_params(params),
+        "net": {**cfg.to_dict(), "dtype": "float32"},
+        "frame_multiple": 1,
+        "num_bins": sspec.num_bins,
+        "stft": sspec.to_dict(),
+        "load_s": time.perf_counter() - t0,
+    }
+    return LoadedNetwork(spec.name, cfg, params, sspec, info, RVAE)
+
+
 def load_network(spec: NetworkSpec, dtype: str = "float32", seed: int = 0, abstract: bool = False) -> LoadedNetwork:
-    """Build a network; random weights come from the model's own ``init`` (``abstract``: shapes only)."""
+    """Build a network; random weights come from the model's own ``init`` (``abstract``: shapes only; diffusion
+    networks only)."""
     t0 = time.perf_counter()
+    if spec.family == RVAE:
+        if abstract:
+            raise ValueError(f"{spec.name}: abstract loading is for diffusion networks only")
+        return _load_rvae_network(spec, dtype, seed, t0)
     model, variables, sspec, info = spec.load()
     model = dataclasses.replace(model, net=dataclasses.replace(model.net, dtype=dtype))
     if variables is None:
@@ -312,6 +463,7 @@ def load_network(spec: NetworkSpec, dtype: str = "float32", seed: int = 0, abstr
     info = {
         "name": spec.name,
         "description": spec.description,
+        "family": DIFFUSION,
         **info,
         "params": count_params(variables["params"]),
         "parameterization": model.parameterization,
@@ -390,7 +542,8 @@ def time_program(fn: Callable, args: Sequence, repeats: int) -> dict:
 class Options:
     networks: tuple[str, ...] = ("tiny", "28m", "65m")
     configs: tuple[str, ...] = ()
-    methods: tuple[str, ...] = tuple(METHODS)
+    methods: tuple[str, ...] | None = None  # None: every method of each network's family
+    rvae_checkpoint: str | None = None
     steps: int | None = None
     em_iters: int | None = None
     samples: int | None = None
@@ -414,11 +567,21 @@ class Options:
         return dataclasses.asdict(self)
 
 
-def _audio_seconds(spec: SpecConfig, frames: int) -> float:
-    return spec.crop_length(frames) / spec.sample_rate
+def _audio_seconds(spec, frames: int) -> float:
+    """Seconds of the shortest signal whose centred STFT has ``frames`` frames: ``(frames − 1) × hop``."""
+    if hasattr(spec, "crop_length"):
+        return spec.crop_length(frames) / spec.sample_rate
+    return (int(frames) - 1) * spec.hop_length / spec.sample_rate
 
 
 def _per_network_settings(opts: Options, net: LoadedNetwork) -> tuple[RunSettings, int, str]:
+    if net.family == RVAE:
+        if opts.quick:
+            base, repeats, profile = RVAE_QUICK_DEFAULTS, QUICK_REPEATS, "quick"
+        else:
+            base, repeats, profile = RVAE_DEFAULTS, SMALL_REPEATS, "rvae (reduced EM)"
+        changes = {k: getattr(opts, k) for k in ("em_iters", "frames") if getattr(opts, k) is not None}
+        return base.replace(**changes), int(opts.repeats if opts.repeats is not None else repeats), profile
     if opts.quick:
         base, repeats, profile = QUICK_DEFAULTS, QUICK_REPEATS, "quick"
     elif net.large:
@@ -448,17 +611,30 @@ class Benchmark:
             self.specs[spec.name] = spec
             if spec.name not in names:
                 names.append(spec.name)
+        if opts.rvae_checkpoint is not None:
+            if not Path(opts.rvae_checkpoint).exists():
+                raise FileNotFoundError(f"--rvae-checkpoint {opts.rvae_checkpoint}: no such file or directory")
+            self.specs["rvae"] = rvae_network("rvae", f"the RVAE of {opts.rvae_checkpoint}",
+                                              checkpoint=opts.rvae_checkpoint)
+            if "rvae" not in names:
+                names.append("rvae")
         for n in names:
             if n not in self.specs:
                 raise ValueError(f"unknown network {n!r} (known: {', '.join(self.specs)})")
-        for m in opts.methods:
+        methods = None if opts.methods is None else expand_methods(opts.methods)
+        for m in methods or ():
             if m not in METHODS:
-                raise ValueError(f"unknown method {m!r} (known: {', '.join(METHODS)})")
+                raise ValueError(f"unknown method {m!r} (known: {', '.join([*METHODS, *METHOD_GROUPS])})")
         for n in opts.sweep_networks or ():
             if n not in self.specs:
                 raise ValueError(f"unknown sweep network {n!r} (known: {', '.join(self.specs)})")
+            if opts.sweeps and self.specs[n].family != DIFFUSION:
+                raise ValueError(f"--sweep-networks {n}: the sweeps cover diffusion networks only ({n} is an RVAE)")
+        if opts.sweeps and METHODS.get(opts.sweep_method, METHODS["prior"]).family != DIFFUSION:
+            raise ValueError(f"--sweep-method {opts.sweep_method}: the sweeps cover the diffusion methods only "
+                             f"({', '.join(methods_of(DIFFUSION))}); measure RVAE methods with --sweeps none")
         self.network_names = names
-        opts = dataclasses.replace(opts, networks=tuple(names))
+        opts = dataclasses.replace(opts, networks=tuple(names), methods=methods)
         self.opts = opts
         self.loaded: dict[str, LoadedNetwork] = {}
         self.forward_memo: dict = {}
@@ -473,8 +649,18 @@ class Benchmark:
             "environment": environment(),
             "networks": {},
             "results": [],
+            "skipped": [],
             "sweeps": {},
         }
+
+    def methods_for(self, name: str) -> tuple[list[str], list[str]]:
+        """``(measured, skipped)``: the methods of ``--methods`` (default: all of the network's family) that apply
+        to network ``name``, and those of the other family."""
+        family = self.specs[name].family
+        if self.opts.methods is None:
+            return list(methods_of(family)), []
+        run = [m for m in self.opts.methods if METHODS[m].family == family]
+        return run, [m for m in self.opts.methods if METHODS[m].family != family]
 
     # ----------------------------------------------------------------- helpers
 
@@ -494,7 +680,9 @@ class Benchmark:
     def inputs(self, net: LoadedNetwork, s: RunSettings):
         key = jax.random.PRNGKey(self.opts.seed)
         k_x, k_run = jax.random.split(key)
-        x = 0.3 * complex_normal(k_x, (s.batch, net.num_bins, s.frames))
+        # diffusion: (batch, F, T); RVAE: one utterance (F, T) (the EM algorithms take one per call)
+        shape = (net.num_bins, s.frames) if net.family == RVAE else (s.batch, net.num_bins, s.frames)
+        x = 0.3 * complex_normal(k_x, shape)
         return k_run, jax.block_until_ready(x)
 
     def forward(self, net: LoadedNetwork, rows: int, frames: int, repeats: int) -> dict:
@@ -510,6 +698,30 @@ class Benchmark:
             self.forward_memo[key] = r
             rate = f", {r['gflop']:.1f} GFLOP, {r['gflops_per_s']:.1f} GFLOP/s" if r["flops"] else ""
             _log(f"  compile {r['compile_s']:.2f} s, steady {r['steady_s']:.3f} s{rate}")
+        return self.forward_memo[key]
+
+    def decoder_forward(self, net: LoadedNetwork, chains: int, frames: int, repeats: int) -> dict:
+        """The RVAE decoder alone on ``chains`` latent sequences ``(frames, chains, z_dim)``; memoised."""
+        cfg: RVAEConfig = net.model
+        key = (net.name, "decoder", chains, frames)
+        if key not in self.forward_memo:
+            _log(f"{net.name}: bare decoder forward at ({frames}, {chains}, {cfg.z_dim})")
+            z = jax.random.normal(jax.random.PRNGKey(1), (frames, chains, cfg.z_dim), jnp.float32)
+
+            def fn(params, z):
+                return decoder_forward(params["decoder"], z)[0]
+
+            r = time_program(fn, (net.variables, z), repeats)
+            r["shape"] = [frames, chains, cfg.z_dim]
+            r["xla_flops"] = r["flops"]
+            r["xla_note"] = "xla_flops and bytes_accessed count the body of the LSTM's lax.scan once"
+            r["flops"] = rvae_decoder_flops(cfg, chains, frames)
+            r["flops_source"] = "matrix products of the layer sizes (2 per multiply-add)"
+            r["gflop"] = r["flops"] / 1e9
+            r["gflops_per_s"] = r["flops"] / 1e9 / r["steady_s"]
+            self.forward_memo[key] = r
+            _log(f"  compile {r['compile_s']:.2f} s, steady {r['steady_s'] * 1e3:.2f} ms, "
+                 f"{r['gflop'] * 1e3:.1f} MFLOP, {r['gflops_per_s']:.2f} GFLOP/s")
         return self.forward_memo[key]
 
     def program(self, net: LoadedNetwork, method: Method, s: RunSettings, repeats: int, variant: str = "scan") -> dict:
@@ -568,6 +780,10 @@ class Benchmark:
     # ----------------------------------------------------------------- main table
 
     def measure(self, net: LoadedNetwork, method: Method, s: RunSettings, repeats: int, profile: str) -> dict:
+        if method.family != net.family:
+            raise ValueError(f"{method.name} is a {method.family} method and {net.name} a {net.family} network")
+        if method.family == RVAE:
+            return self.measure_rvae(net, method, s, repeats, profile)
         nfe = method.nfe(s)
         rows = method.rows(s)
         fwd = self.forward(net, rows, s.frames, repeats)
@@ -577,6 +793,7 @@ class Benchmark:
         entry = {
             "network": net.name,
             "method": method.name,
+            "family": DIFFUSION,
             "profile": profile,
             "settings": {k: (v if k in method.uses else None) for k, v in s.to_dict().items()},
             "rows": rows,
@@ -594,20 +811,65 @@ class Benchmark:
         }
         return entry
 
+    def measure_rvae(self, net: LoadedNetwork, method: Method, s: RunSettings, repeats: int, profile: str) -> dict:
+        """One :func:`~jaxse.rvae_se.rvae_posterior` call at ``s.em_iters`` EM iterations on ``s.frames`` frames,
+        the bare decoder on the method's chains, and the full recipe (reference ``num_em``, same length)."""
+        cost = method.cost(s)
+        chains = method.rows(s)
+        cfg: RVAEConfig = net.model
+        fwd = self.decoder_forward(net, chains, s.frames, repeats)
+        prog = self.program(net, method, s, repeats)
+        steady = prog["steady_s"]
+        tm = rvae_time_model(method, s, steady)
+        audio = _audio_seconds(net.spec, s.frames)
+        return {
+            "network": net.name,
+            "method": method.name,
+            "family": RVAE,
+            "profile": profile,
+            "settings": {k: (v if k in method.uses else None) for k, v in s.to_dict().items()},
+            "rows": chains,
+            "shapes": {"input": [net.num_bins, s.frames], "network": [s.frames, chains, cfg.z_dim]},
+            "audio_s_per_utterance": audio,
+            "config": method.config(s),
+            "cost": cost,
+            "nfe": method.nfe(s),  # decoder forward passes
+            "timing": prog,
+            "em_iters": int(s.em_iters),
+            "pass_units": tm["units"],
+            "per_pass_unit_s": tm["per_unit_s"],
+            "per_em_iter_s": tm["per_em_iter_s"],
+            "fixed_s": tm["fixed_s"],
+            "forward": fwd,
+            "overhead_ratio": steady / (tm["units"] * fwd["steady_s"]),
+            "rtf": steady / audio,
+            "full_recipe": rvae_full_recipe(method, s, steady, net.spec),
+        }
+
     def run_main(self) -> None:
         for name in self.network_names:
+            run, skip = self.methods_for(name)
+            family = self.specs[name].family
+            if skip:
+                what = "an RVAE" if family == RVAE else "a diffusion"
+                _log(f"{name}: skipping {', '.join(skip)} ({name} is {what} network)")
+                self.result["skipped"].extend(
+                    {"network": name, "method": m, "reason": f"{METHODS[m].family} method, {family} network"}
+                    for m in skip)
+            if skip and not run:  # nothing of --methods applies: not even loaded
+                continue
             try:
                 net = self.network(name)
                 s, repeats, profile = _per_network_settings(self.opts, net)
             except Exception as exc:
-                self._error({"network": name, "method": None}, exc)
+                self._error({"network": name, "method": None, "family": family}, exc)
                 continue
-            for m in self.opts.methods:
+            for m in run:
                 method = METHODS[m]
                 try:
                     entry = self.measure(net, method, s, repeats, profile)
                 except Exception as exc:
-                    self._error({"network": name, "method": m}, exc)
+                    self._error({"network": name, "method": m, "family": family}, exc)
                     continue
                 self.result["results"].append(entry)
                 self.save()
@@ -631,7 +893,11 @@ class Benchmark:
         sweeps = self.opts.sweeps
         if not sweeps:
             return
-        targets = list(self.opts.sweep_networks or self.network_names[:1])
+        diffusion = [n for n in self.network_names if self.specs[n].family == DIFFUSION]
+        targets = list(self.opts.sweep_networks or diffusion[:1])
+        if not targets:
+            _log(f"sweeps ({', '.join(sweeps)}) skipped: they cover diffusion networks only, and none is listed")
+            return
         method = METHODS[self.opts.sweep_method]
         out = self.result["sweeps"]
         for name in targets:
@@ -773,6 +1039,65 @@ def full_recipe(method: Method, s: RunSettings, per_nfe: float, steady: float, s
         "rtf": seconds / (full.batch * audio),
         "assumption": None if same else "time ∝ NFE × network rows × frames (per-NFE time measured at the "
                                         "reduced settings, sampler overhead included)",
+    }
+
+
+def rvae_decoder_flops(cfg: RVAEConfig, chains: int, frames: int) -> float:
+    """FLOPs of the RVAE decoder on ``(frames, chains, z_dim)`` latents: its matrix products (2 per multiply-add;
+    the LSTM input and recurrent products of each direction and the output layer; the gate nonlinearities and
+    additions are left out)."""
+    directions = 2 if cfg.bidir_h else 1
+    gates = 4 * cfg.dim_rnn_h
+    per_frame = directions * 2 * gates * (cfg.z_dim + cfg.dim_rnn_h) + 2 * cfg.h_dim * cfg.x_dim
+    return float(per_frame * int(chains) * int(frames))
+
+
+def pass_units(cost: Mapping[str, int]) -> int:
+    """Network passes of an RVAE method (:meth:`~jaxse.rvae_se.RVAEPosteriorConfig.cost`) as forward-pass units:
+    a backward pass counts twice, encoder and decoder passes alike."""
+    return (int(cost["decoder_forward"]) + 2 * int(cost["decoder_backward"]) + int(cost["encoder_forward"])
+            + 2 * int(cost["encoder_backward"]))
+
+
+def rvae_time_model(method: Method, s: RunSettings, steady: float) -> dict:
+    """The time model of an RVAE method: time ∝ :func:`pass_units`, which is affine in the EM count
+    (``units = fixed + per_em × n``: the encoder pass or the final E-step, plus the EM iterations). Returns the
+    measured ``units``, ``per_unit_s`` = steady ÷ units, and ``per_em_iter_s`` / ``fixed_s``: the time one more
+    EM iteration adds and the rest."""
+    n = int(s.em_iters)
+    units = pass_units(method.cost(s))
+    per_em = pass_units(method.cost(s.replace(em_iters=n + 1))) - units
+    per_unit = steady / units
+    return {"units": units, "units_per_em_iter": per_em, "per_unit_s": per_unit, "per_em_iter_s": per_em * per_unit,
+            "fixed_s": steady - n * per_em * per_unit}
+
+
+def rvae_full_recipe(method: Method, s: RunSettings, steady: float, spec) -> dict:
+    """An RVAE method's full recipe (its config's ``num_em``, the measured utterance length: the RVAE runs whole
+    utterances), ``extrapolated`` from the measured time with :func:`rvae_time_model` unless the measured EM count
+    is the recipe's."""
+    full = method.full.replace(frames=int(s.frames))
+    same = int(full.em_iters) == int(s.em_iters)
+    tm = rvae_time_model(method, s, steady)
+    cost_full = method.cost(full)
+    units_full = pass_units(cost_full)
+    seconds = steady if same else units_full * tm["per_unit_s"]
+    audio = _audio_seconds(spec, full.frames)
+    return {
+        "extrapolated": not same,
+        "settings": {k: (v if k in method.uses else None) for k, v in full.to_dict().items()},
+        "config": method.config(full),
+        "em_iters": int(full.em_iters),
+        "cost": cost_full,
+        "nfe": method.nfe(full),
+        "pass_units": units_full,
+        "seconds": seconds,
+        "per_utterance_s": seconds,
+        "audio_s": audio,
+        "rtf": seconds / audio,
+        "assumption": None if same else "time ∝ network passes (forward passes + 2 × backward passes, encoder and "
+                                        "decoder alike; M-steps and sampler arithmetic included in the measured "
+                                        "time per pass)",
     }
 
 
@@ -926,10 +1251,15 @@ def format_report(result: dict) -> str:
     parts = [f"jax {env['jax']} / jaxlib {env['jaxlib']} / flax {env['flax']} on {env['device_count']}× "
              f"{env['device_kind']} ({env['backend']}), {env['cpu_count']} CPUs"
              + (", XLA optimisations off" if env["jax_disable_most_optimizations"] else "")]
-    rows = []
+    entries = {DIFFUSION: [], RVAE: []}
     for e in result["results"]:
+        entries[_family(e)].append(e)
+    headers = ["network", "method", "settings", "lower", "compile", "first", "steady", "NFE", "per-NFE", "forward",
+               "GFLOP", "GFLOP/s", "overhead", "full NFE", "full time"]
+    rows = []
+    for e in entries[DIFFUSION]:
         if "error" in e:
-            rows.append([e["network"], e.get("method") or "-", "ERROR: " + e["error"][:60]] + [""] * 12)
+            rows.append(_error_row(e, len(headers)))
             continue
         t, f, full = e["timing"], e["forward"], e["full_recipe"]
         star = "*" if full["extrapolated"] else ""
@@ -938,11 +1268,37 @@ def format_report(result: dict) -> str:
                      _fs(e["per_nfe_s"]), _fs(f["steady_s"]), _fn(f["gflop"], "{:.1f}"),
                      _fn(f["gflops_per_s"], "{:.1f}"), _fn(e["overhead_ratio"]),
                      f"{full['nfe']}", f"{_fs(full['seconds'])}{star}"])
-    parts.append(_table(["network", "method", "settings", "lower", "compile", "first", "steady", "NFE", "per-NFE",
-                         "forward", "GFLOP", "GFLOP/s", "overhead", "full NFE", "full time"], rows))
-    if any(e.get("full_recipe", {}).get("extrapolated") for e in result["results"]):
-        parts.append("* extrapolated: full-recipe NFE × measured per-NFE time × (rows·frames scale); "
-                     "see full_recipe in the JSON")
+    if rows or not entries[RVAE]:
+        parts.append(_table(headers, rows))
+        if any(e.get("full_recipe", {}).get("extrapolated") for e in entries[DIFFUSION]):
+            parts.append("* extrapolated: full-recipe NFE × measured per-NFE time × (rows·frames scale); "
+                         "see full_recipe in the JSON")
+    if entries[RVAE]:
+        headers = ["network", "method", "settings", "lower", "compile", "first", "steady", "dec f/b", "enc f/b",
+                   "per-EM", "decoder", "GFLOP", "GFLOP/s", "overhead", "RTF", "full EM", "full time", "full RTF"]
+        rows = []
+        for e in entries[RVAE]:
+            if "error" in e:
+                rows.append(_error_row(e, len(headers)))
+                continue
+            t, f, full, c = e["timing"], e["forward"], e["full_recipe"], e["cost"]
+            star = "*" if full["extrapolated"] else ""
+            rows.append([e["network"], e["method"], _describe_settings(e["settings"]), _fs(t["lower_s"]),
+                         _fs(t["compile_s"]), _fs(t["first_call_s"]), _fs(t["steady_s"]),
+                         f"{c['decoder_forward']}/{c['decoder_backward']}",
+                         f"{c['encoder_forward']}/{c['encoder_backward']}", _fs(e["per_em_iter_s"]),
+                         _fs(f["steady_s"]), _fn(f["gflop"], "{:.3g}"), _fn(f["gflops_per_s"], "{:.3g}"),
+                         _fn(e["overhead_ratio"]), _fn(e["rtf"], "{:.3g}"), str(full["em_iters"]),
+                         f"{_fs(full['seconds'])}{star}", f"{_fn(full['rtf'], '{:.3g}')}{star}"])
+        parts.append("\nRVAE EM (one utterance per call; dec/enc f/b: decoder/encoder forward/backward passes, "
+                     "decoder: bare forward on the chains; RTF = seconds / audio seconds)")
+        parts.append(_table(headers, rows))
+        if any(e.get("full_recipe", {}).get("extrapolated") for e in entries[RVAE]):
+            parts.append("* extrapolated: full-recipe network passes × measured time per pass (backward = 2 forward); "
+                         "see full_recipe in the JSON")
+    if result.get("skipped"):
+        parts.append(f"skipped (method and network of different families): "
+                     f"{', '.join(sk['network'] + '/' + sk['method'] for sk in result['skipped'])}")
     sw = result.get("sweeps", {})
     if sw.get("steps"):
         parts.append("\nsteps sweep (prior PC sampler; scan = lax.scan, loop = Python loop over one jitted step, "
@@ -969,6 +1325,17 @@ def format_report(result: dict) -> str:
                             [[e["network"], e["method"], e["run"], _fs(e["lower_s"]), _fs(e["compile_s"]),
                               _fs(e["process_s"]), _fn(e["cache_files"], "{}")] for e in sw["cache"]]))
     return "\n".join(parts)
+
+
+def _family(e: dict) -> str:
+    if e.get("family") in (DIFFUSION, RVAE):
+        return e["family"]
+    m = METHODS.get(e.get("method") or "")
+    return m.family if m is not None else DIFFUSION
+
+
+def _error_row(e: dict, width: int) -> list[str]:
+    return ([e["network"], e.get("method") or "-", "ERROR: " + e["error"][:60]] + [""] * width)[:width]
 
 
 def _describe_settings(s: dict) -> str:
@@ -1006,28 +1373,42 @@ def _positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m jaxse.benchmark",
-        description="Compile and run times of the prior sampler, UDiffSE and UDiffSE+ (JSON + table).")
+        description="Compile and run times of the prior sampler, UDiffSE and UDiffSE+ (diffusion networks) and of "
+                    "the RVAE EM algorithms VEM, MHEM, MALAEM and LDEM (RVAE networks); JSON + tables.")
     p.add_argument("-o", "--output", help="JSON file (written atomically, updated after every measurement)")
     p.add_argument("--config", action="append", default=[], metavar="FILE",
                    help="training config file (configs/*.py) whose model is benchmarked too, named after the "
                         "file (random weights); repeatable. Alone, it replaces the default --networks")
     p.add_argument("--networks", type=_names, default=None,
-                   help=f"comma list from: {', '.join(NETWORKS)} (default tiny,28m,65m; --quick: tiny)")
-    p.add_argument("--methods", type=_names, default=tuple(METHODS),
-                   help=f"comma list from: {', '.join(METHODS)} (default all), or 'none' (sweeps only)")
+                   help=f"comma list from: {', '.join(NETWORKS)} (default tiny,28m,65m; --quick: tiny). rvae: the "
+                        "shipped RVAE (jaxse/assets/rvae), else the published architecture with random weights")
+    p.add_argument("--rvae-checkpoint", metavar="PATH",
+                   help="weights of the rvae network: a directory with rvae.json (python -m jaxse.rvae_convert), a "
+                        "reference .pt state_dict or a .npz. Adds rvae to --networks; alone, it replaces the default "
+                        "--networks")
+    p.add_argument("--methods", type=_names, default=None,
+                   help=f"comma list from: {', '.join(METHODS)}, or 'rvae' (the four rvae-* methods), or 'none' "
+                        "(sweeps only). Default: every method of each network's family (diffusion methods on "
+                        "diffusion networks, rvae-* on RVAE networks); pairs of different families are skipped")
     p.add_argument("--steps", type=_positive,
                    help="reverse diffusion steps (default 30; 2 for nets >= 5M params; --quick 2)")
-    p.add_argument("--em-iters", type=_positive, help="UDiffSE EM iterations (default 1; --quick 2)")
+    p.add_argument("--em-iters", type=_positive,
+                   help="EM iterations: UDiffSE (default 1; --quick 2) and the RVAE methods (default 2; the full "
+                        "recipe, 100, is extrapolated from them)")
     p.add_argument("--samples", type=_positive, help="parallel posterior samples per utterance (default 1)")
     p.add_argument("--batch", type=_positive, help="utterances per call (prior: samples per call; default 1)")
-    p.add_argument("--frames", type=_positive, help="STFT frames per utterance (default 256; --quick 64)")
+    p.add_argument("--frames", type=_positive,
+                   help="STFT frames per utterance (default 256; --quick 64). RVAE networks: frames of the RVAE STFT "
+                        "(hop 256: 256 frames = 4.1 s; diffusion hop 128: 256 frames = 2.0 s)")
     p.add_argument("--repeats", type=_positive,
                    help="timed calls after the first (median; default 3, 2 for nets >= 5M params)")
     p.add_argument("--sweeps", default=",".join(ALL_SWEEPS),
                    help=f"comma list from {', '.join(ALL_SWEEPS)}, or 'none' / 'all' (default all)")
-    p.add_argument("--sweep-networks", type=_names, help="networks to sweep (default: the first network)")
+    p.add_argument("--sweep-networks", type=_names,
+                   help="diffusion networks to sweep (default: the first diffusion network)")
     p.add_argument("--sweep-method", default="udiffse+",
-                   help="method of the batch, length and cache sweeps (default udiffse+)")
+                   help="diffusion method of the batch, length and cache sweeps (default udiffse+; the sweeps do "
+                        "not cover the RVAE methods)")
     p.add_argument("--sweep-steps", type=_ints, help="step counts of the steps sweep (default 1,2,4,8)")
     p.add_argument("--sweep-batch", type=_ints, help="utterances per call in the batch sweep (default 1,2,4)")
     p.add_argument("--sweep-samples", type=_ints,
@@ -1040,7 +1421,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "sweeps over steps 1,2, batch 1,2, samples 1,2, frames 64,128")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                    help="compute dtype of the network's convolutions/attention (parameters stay float32; "
-                        "default float32)")
+                        "default float32; the RVAE always runs in float32)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the random weights, inputs and sampler noise (default 0)")
     p.add_argument("--cache-child", help=argparse.SUPPRESS)
@@ -1060,16 +1441,22 @@ def options_from_args(args: argparse.Namespace) -> Options:
     if bad:
         raise ValueError(f"unknown step variant(s) {bad} (known: {', '.join(STEP_VARIANTS)})")
     if args.sweep_method not in METHODS:
-        raise ValueError(f"unknown --sweep-method {args.sweep_method!r} (known: {', '.join(METHODS)})")
-    methods = () if tuple(m.lower() for m in args.methods) == ("none",) else tuple(args.methods)
+        raise ValueError(f"unknown --sweep-method {args.sweep_method!r} (known: {', '.join(methods_of(DIFFUSION))})")
+    if args.methods is None:
+        methods = None
+    elif tuple(m.lower() for m in args.methods) == ("none",):
+        methods = ()
+    else:
+        methods = expand_methods(args.methods)
     if args.networks is not None:
         networks = args.networks
-    elif args.config:
+    elif args.config or args.rvae_checkpoint:
         networks = ()
     else:
         networks = ("tiny",) if args.quick else ("tiny", "28m", "65m")
     return Options(
-        networks=tuple(networks), configs=tuple(args.config), methods=methods, steps=args.steps,
+        networks=tuple(networks), configs=tuple(args.config), methods=methods,
+        rvae_checkpoint=args.rvae_checkpoint, steps=args.steps,
         em_iters=args.em_iters, samples=args.samples, batch=args.batch, frames=args.frames, repeats=args.repeats,
         sweeps=tuple(sweeps), sweep_networks=args.sweep_networks, sweep_method=args.sweep_method,
         sweep_steps=args.sweep_steps, sweep_batch=args.sweep_batch, sweep_samples=args.sweep_samples,

@@ -1,8 +1,10 @@
 """``python -m jaxse.benchmark``: the JSON schema of a quick run (no timing assertions: machines are noisy).
 
 One quick run (shipped prior at 32 frames, 1 step, XLA optimisations off) is shared by the schema tests; the
-compilation-cache sweep (three fresh processes) has its own small run. Plus the pure helpers: the method
-registry's NFE, the full-recipe extrapolation, atomic JSON, cost-analysis robustness and usage errors.
+compilation-cache sweep (three fresh processes) has its own small run; one mixed run (a 16-unit RVAE and the
+shipped prior, methods of both families, 32 frames, 1 EM iteration) checks the RVAE rows and the skipping of
+pairs of different families. Plus the pure helpers: the method registry's NFE, the full-recipe extrapolations
+(diffusion and RVAE), atomic JSON, cost-analysis robustness and usage errors.
 """
 
 from __future__ import annotations
@@ -14,12 +16,17 @@ import jax
 import pytest
 
 from jaxse import benchmark
-from jaxse.benchmark import METHODS, RunSettings
+from jaxse.benchmark import METHODS, Options, RunSettings
+from jaxse.nets.rvae import RVAEConfig, init_params, num_params
+from jaxse.rvae_se import RVAEPosteriorConfig
+from jaxse.rvae_spectral import RVAESpecConfig
 from jaxse.samplers import PCConfig, count_nfe
 from jaxse.spectral import SpecConfig
 from jaxse.udiffse import PosteriorConfig
 
 STEPS, EM, FRAMES = 1, 2, 32
+DIFFUSION_METHODS = ("prior", "udiffse", "udiffse+")
+RVAE_METHODS = ("rvae-vem", "rvae-mhem", "rvae-malaem", "rvae-ldem")
 
 
 def _expected_nfe(method: str, steps: int, em: int) -> int:
@@ -68,12 +75,14 @@ def test_header_and_environment(quick):
     assert env["jax_disable_most_optimizations"] is True
     net = quick["networks"]["tiny"]
     assert net["params"] > 0 and net["num_bins"] == 256 and net["net"]["dtype"] == "float32"
-    assert quick["options"]["methods"] == list(METHODS)
+    assert net["family"] == "diffusion"
+    assert quick["options"]["methods"] is None  # default: the methods of each network's family
+    assert quick["skipped"] == []
 
 
 def test_main_rows(quick):
     rows = quick["results"]
-    assert [(r["network"], r["method"]) for r in rows] == [("tiny", m) for m in METHODS]
+    assert [(r["network"], r["method"]) for r in rows] == [("tiny", m) for m in DIFFUSION_METHODS]
     for r in rows:
         where = r["method"]
         assert "error" not in r
@@ -200,7 +209,147 @@ def test_cost_analysis_is_robust():
 
 
 @pytest.mark.parametrize("args", [["--networks", "nope"], ["--methods", "nope"], ["--sweeps", "bogus"],
-                                  ["--step-variants", "while"], ["--sweep-method", "x"]])
+                                  ["--step-variants", "while"], ["--sweep-method", "x"],
+                                  ["--sweep-method", "rvae-vem"], ["--sweep-networks", "rvae-nano"],
+                                  ["--rvae-checkpoint", "/nonexistent/rvae"]])
 def test_usage_errors(args, capsys):
     assert benchmark.main(["--quick", *args]) == 2
-    assert "error" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error" in err
+    if "rvae-vem" in args:  # one clear line: the sweeps are for the diffusion methods
+        assert "diffusion methods only" in err.strip().splitlines()[-1]
+
+
+# ------------------------------------------------------------------------------------------------- RVAE
+
+RVAE_EM, RVAE_FRAMES = 1, 32
+MIXED_METHODS = ("prior", "rvae-vem", "rvae-ldem")
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """The 16-unit RVAE first and the shipped prior, with one diffusion and two RVAE methods: each network runs
+    the methods of its family and skips the others."""
+    out = tmp_path_factory.mktemp("bench") / "mixed.json"
+    old = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", True)
+    try:
+        rc = benchmark.main(["--networks", "rvae-nano,tiny", "--methods", ",".join(MIXED_METHODS), "--steps", "1",
+                             "--em-iters", str(RVAE_EM), "--frames", str(RVAE_FRAMES), "--repeats", "1",
+                             "--sweeps", "none", "-o", str(out)])
+    finally:
+        jax.config.update("jax_disable_most_optimizations", old)
+    assert rc == 0
+    return json.loads(out.read_text())
+
+
+def test_rvae_mixed_run_skips_pairs_of_different_families(mixed):
+    assert mixed["complete"] is True and mixed["errors"] == 0
+    assert mixed["options"]["methods"] == list(MIXED_METHODS)
+    assert [(r["network"], r["method"], r["family"]) for r in mixed["results"]] == [
+        ("rvae-nano", "rvae-vem", "rvae"), ("rvae-nano", "rvae-ldem", "rvae"), ("tiny", "prior", "diffusion")]
+    assert {(k["network"], k["method"]) for k in mixed["skipped"]} == {
+        ("rvae-nano", "prior"), ("tiny", "rvae-vem"), ("tiny", "rvae-ldem")}
+    assert all(k["reason"] for k in mixed["skipped"])
+    nets = mixed["networks"]
+    assert nets["rvae-nano"]["family"] == "rvae" and nets["tiny"]["family"] == "diffusion"
+    assert nets["rvae-nano"]["weights"] == "random init" and nets["rvae-nano"]["num_bins"] == 513
+    assert 0 < nets["rvae-nano"]["params"] < 200_000 and nets["rvae-nano"]["net"]["dim_rnn_h"] == 16
+    prior = mixed["results"][2]
+    assert prior["nfe"] == _expected_nfe("prior", 1, RVAE_EM) and prior["shapes"]["input"] == [1, 256, RVAE_FRAMES]
+
+
+def test_rvae_rows(mixed):
+    audio = (RVAE_FRAMES - 1) * 256 / 16000  # the RVAE STFT's hop is 256
+    for r in mixed["results"][:2]:
+        where = r["method"]
+        cfg = RVAEPosteriorConfig(method=where[len("rvae-"):], num_em=RVAE_EM)
+        assert r["settings"] == {"steps": None, "em_iters": RVAE_EM, "samples": None, "batch": None,
+                                 "frames": RVAE_FRAMES}, where
+        assert r["config"]["num_em"] == RVAE_EM and r["config"]["method"] == cfg.method
+        assert r["cost"] == cfg.cost() and r["nfe"] == cfg.nfe == r["cost"]["decoder_forward"], where
+        chains = cfg.cost()["chains"]
+        assert r["rows"] == chains == (10 if cfg.method == "ldem" else 1)
+        assert r["shapes"] == {"input": [513, RVAE_FRAMES], "network": [RVAE_FRAMES, chains, 16]}
+        _check_timing(r["timing"], where)
+        fwd = r["forward"]
+        _check_timing(fwd, where + " decoder")
+        assert fwd["shape"] == [RVAE_FRAMES, chains, 16]
+        assert fwd["flops"] == benchmark.rvae_decoder_flops(RVAEConfig(dim_rnn_h=16), chains, RVAE_FRAMES)
+        assert _positive_finite(fwd["gflop"]) and _positive_finite(fwd["gflops_per_s"])
+        for k in ("per_em_iter_s", "per_pass_unit_s", "fixed_s", "overhead_ratio", "rtf", "audio_s_per_utterance"):
+            assert _positive_finite(r[k]), (where, k)
+        steady = r["timing"]["steady_s"]
+        assert r["audio_s_per_utterance"] == pytest.approx(audio)
+        assert r["rtf"] == pytest.approx(steady / audio)
+        assert r["pass_units"] == benchmark.pass_units(cfg.cost())
+        assert r["fixed_s"] + RVAE_EM * r["per_em_iter_s"] == pytest.approx(steady)
+        full = r["full_recipe"]
+        ref = RVAEPosteriorConfig(method=cfg.method)
+        assert full["extrapolated"] is True and full["assumption"]
+        assert full["em_iters"] == ref.num_em == 100 and full["cost"] == ref.cost() and full["nfe"] == ref.nfe
+        assert full["settings"]["frames"] == RVAE_FRAMES and full["audio_s"] == pytest.approx(audio)
+        assert full["seconds"] == pytest.approx(steady * benchmark.pass_units(ref.cost()) / r["pass_units"])
+        assert _positive_finite(full["rtf"]) and full["rtf"] == pytest.approx(full["seconds"] / audio)
+
+
+def test_rvae_report_table_mixed(mixed):
+    text = benchmark.format_report(mixed)
+    for word in ("RVAE EM", "per-EM", "full RTF", "rvae-ldem", "EM1 T32", "per-NFE", "skipped", "tiny/rvae-vem"):
+        assert word in text, word
+
+
+def test_rvae_time_model_and_full_recipe():
+    method = METHODS["rvae-mhem"]
+    s = RunSettings(steps=1, em_iters=2, samples=1, batch=1, frames=64)
+    units = 3 * 21 + 1  # (em + 1) chains of 1 + 2·10 decoder passes, one encoder pass
+    tm = benchmark.rvae_time_model(method, s, steady=3.2)
+    assert tm["units"] == units and tm["units_per_em_iter"] == 21
+    assert tm["per_em_iter_s"] == pytest.approx(3.2 * 21 / units)
+    assert tm["fixed_s"] + 2 * tm["per_em_iter_s"] == pytest.approx(3.2)
+    spec = RVAESpecConfig()
+    full = benchmark.rvae_full_recipe(method, s, steady=3.2, spec=spec)
+    assert full["extrapolated"] is True and full["em_iters"] == 100 and full["pass_units"] == 101 * 21 + 1
+    assert full["seconds"] == pytest.approx(3.2 * (101 * 21 + 1) / units)
+    assert full["rtf"] == pytest.approx(full["seconds"] / (63 * 256 / 16000))
+    same = benchmark.rvae_full_recipe(method, s.replace(em_iters=100), steady=7.0, spec=spec)
+    assert same["extrapolated"] is False and same["seconds"] == 7.0 and same["assumption"] is None
+    # VEM: a backward pass counts twice, the encoder like the decoder
+    vem = RVAEPosteriorConfig(method="vem", num_em=2).cost()
+    assert benchmark.pass_units(vem) == 5 + 2 * 2 + 5 + 2 * 2
+
+
+def test_rvae_registry_and_method_selection():
+    assert benchmark.methods_of("rvae") == RVAE_METHODS and benchmark.methods_of("diffusion") == DIFFUSION_METHODS
+    assert benchmark.expand_methods(["rvae", "rvae-vem", "prior"]) == RVAE_METHODS + ("prior",)
+    s = RunSettings(steps=7, em_iters=3, samples=4, batch=2, frames=64)
+    for name in RVAE_METHODS:
+        m, cfg = METHODS[name], RVAEPosteriorConfig(method=name[len("rvae-"):], num_em=3)
+        assert m.family == "rvae" and m.uses == ("em_iters", "frames")
+        assert m.nfe(s) == cfg.nfe and m.cost(s) == cfg.cost() and m.rows(s) == cfg.cost()["chains"]
+    bench = benchmark.Benchmark(Options(networks=("tiny", "rvae"), sweeps=()))
+    assert bench.methods_for("tiny") == (list(DIFFUSION_METHODS), [])  # default: each network's family
+    assert bench.methods_for("rvae") == (list(RVAE_METHODS), [])
+    bench = benchmark.Benchmark(Options(networks=("tiny", "rvae"), methods=("rvae", "udiffse"), sweeps=()))
+    assert bench.methods_for("tiny") == (["udiffse"], list(RVAE_METHODS))
+    assert bench.methods_for("rvae") == (list(RVAE_METHODS), ["udiffse"])
+
+
+def test_rvae_networks_shipped_or_random_and_checkpoint(tmp_path):
+    from jaxse.enhance import default_rvae_checkpoint_path
+    from jaxse.rvae_convert import save_rvae
+
+    cfg, params, spec, info = benchmark.NETWORKS["rvae"].load()
+    if default_rvae_checkpoint_path().exists():
+        assert info["weights"] == "shipped RVAE (trained)" and params is not None
+    else:  # the published architecture, random weights
+        assert info["weights"] == "random init" and params is None and cfg == RVAEConfig()
+    small = RVAEConfig(dim_rnn_g_x=8, dim_rnn_g_z=8, dim_rnn_h=8, bidir_h=False)
+    saved = init_params(jax.random.PRNGKey(3), small)
+    save_rvae(tmp_path / "ckpt", saved)
+    bench = benchmark.Benchmark(Options(networks=(), rvae_checkpoint=str(tmp_path / "ckpt"), sweeps=()))
+    assert bench.network_names == ["rvae"]
+    net = bench.network("rvae")
+    assert net.family == "rvae" and net.model == small and net.info["weights"] == "checkpoint"
+    assert net.info["checkpoint"] == str(tmp_path / "ckpt") and net.info["params"] == num_params(saved)
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), net.variables, saved))
