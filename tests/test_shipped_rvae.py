@@ -1,0 +1,50 @@
+"""The RVAE shipped inside the package: it loads, has its recorded size and model card, and enhances a real
+mixture with the RVAE EM methods (a loose bound that a broken model or sampler cannot pass)."""
+
+import json
+
+import numpy as np
+import soundfile as sf
+
+from jaxse import enhance as E
+from jaxse.metrics import si_sdr
+from jaxse.nets.rvae import RVAEConfig, config_from_params, num_params
+from jaxse.rvae_se import RVAEPosteriorConfig
+from jaxse.rvae_spectral import RVAESpecConfig
+
+EXPECTED_PARAMS = 1_026_849  # configs/rvae.py: the published non-causal architecture; also in rvae.json
+
+
+def test_shipped_rvae_loads_with_recorded_size():
+    path = E.default_rvae_checkpoint_path()
+    assert path.exists(), f"the package ships no RVAE at {path}"
+    assert (path / "MODEL_CARD.md").exists()
+    params, spec = E.load_rvae_prior()
+    meta = json.loads((path / "rvae.json").read_text())
+    assert num_params(params) == meta["num_params"] == EXPECTED_PARAMS
+    assert config_from_params(params) == RVAEConfig()
+    assert spec == RVAESpecConfig() and spec.sample_rate == 16000
+    assert meta["source"] == "jaxse train.py"  # trained here, not the GPL-3.0 published weights
+
+
+def _mixture(data_dir, seconds=2.0):
+    clean, sr = sf.read(data_dir / "valid" / "so762_0575_005750067.flac", dtype="float32")
+    noise, _ = sf.read(data_dir / "noise" / "train" / "kitchen_dishes.flac", dtype="float32")
+    clean = clean[: int(seconds * sr)]
+    start = int(np.random.default_rng(0).integers(0, len(noise) - len(clean)))
+    noise = noise[start:start + len(clean)]
+    noise *= np.sqrt(np.sum(clean**2) / np.sum(noise**2))  # 0 dB
+    return clean, clean + noise
+
+
+def test_shipped_rvae_improves_si_sdr_on_real_mixture(data_dir):
+    """0 dB mixture of an unseen (valid) speaker with a training noise type, LDEM with 30 EM iterations (measured
+    +2.7 dB; the published weights: +6.9 dB). VEM is not bounded here: with this briefly trained RVAE it lowers
+    SI-SDR on this mixture (-2.2 dB; see the model card), while the published weights give +6.8 dB."""
+    clean, noisy = _mixture(data_dir)
+    params, spec = E.load_rvae_prior()
+    backend = E.RVAEBackend(params, RVAEPosteriorConfig(method="ldem", num_em=30), spec=spec)
+    (out,) = E.Enhancer(backend, batch_size=1).enhance([noisy], ["mixture"])
+    assert out.shape == noisy.shape and np.all(np.isfinite(out))
+    gain = si_sdr(out, clean) - si_sdr(noisy, clean)
+    assert gain > 1.0, gain
