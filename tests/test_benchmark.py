@@ -48,20 +48,24 @@ def _check_timing(t: dict, where: str) -> None:
     assert all(_positive_finite(v) for v in t["times_s"]), where
 
 
-@pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench") / "quick.json"
+def _run_unoptimised(out, args) -> dict:
+    """``python -m jaxse.benchmark ARGS -o OUT`` with XLA optimisations off (restored after); its JSON."""
     old = jax.config.values["jax_disable_most_optimizations"]
     jax.config.update("jax_disable_most_optimizations", True)
     try:
-        rc = benchmark.main(["--quick", "--networks", "tiny", "--steps", str(STEPS), "--em-iters", str(EM),
-                             "--frames", str(FRAMES), "--repeats", "1", "--sweeps", "steps,batch,length",
-                             "--sweep-steps", "1,2", "--sweep-batch", "1,2", "--sweep-samples", "1,2",
-                             "--sweep-frames", "32,64", "-o", str(out)])
+        rc = benchmark.main([*args, "-o", str(out)])
     finally:
         jax.config.update("jax_disable_most_optimizations", old)
     assert rc == 0
     return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    return _run_unoptimised(tmp_path_factory.mktemp("bench") / "quick.json", [
+        "--quick", "--networks", "tiny", "--steps", str(STEPS), "--em-iters", str(EM), "--frames", str(FRAMES),
+        "--repeats", "1", "--sweeps", "steps,batch,length", "--sweep-steps", "1,2", "--sweep-batch", "1,2",
+        "--sweep-samples", "1,2", "--sweep-frames", "32,64"])
 
 
 def test_header_and_environment(quick):
@@ -230,17 +234,9 @@ MIXED_METHODS = ("prior", "rvae-vem", "rvae-ldem")
 def mixed(tmp_path_factory):
     """The 16-unit RVAE first and the shipped prior, with one diffusion and two RVAE methods: each network runs
     the methods of its family and skips the others."""
-    out = tmp_path_factory.mktemp("bench") / "mixed.json"
-    old = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    try:
-        rc = benchmark.main(["--networks", "rvae-nano,tiny", "--methods", ",".join(MIXED_METHODS), "--steps", "1",
-                             "--em-iters", str(RVAE_EM), "--frames", str(RVAE_FRAMES), "--repeats", "1",
-                             "--sweeps", "none", "-o", str(out)])
-    finally:
-        jax.config.update("jax_disable_most_optimizations", old)
-    assert rc == 0
-    return json.loads(out.read_text())
+    return _run_unoptimised(tmp_path_factory.mktemp("bench") / "mixed.json", [
+        "--networks", "rvae-nano,tiny", "--methods", ",".join(MIXED_METHODS), "--steps", "1", "--em-iters",
+        str(RVAE_EM), "--frames", str(RVAE_FRAMES), "--repeats", "1", "--sweeps", "none"])
 
 
 def test_rvae_mixed_run_skips_pairs_of_different_families(mixed):
