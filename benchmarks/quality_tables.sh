@@ -23,7 +23,7 @@ if [ $# -eq 0 ]; then
   set -- udiffse+=udiffse+ \
     rvae-vem-published=rvae-vem:runs/rvae_published rvae-mhem-published=rvae-mhem:runs/rvae_published \
     rvae-malaem-published=rvae-malaem:runs/rvae_published rvae-ldem-published=rvae-ldem:runs/rvae_published \
-    rvae-ldem-shipped=rvae-ldem rvae-vem-shipped=rvae-vem
+    rvae-vem-shipped=rvae-vem rvae-mhem-shipped=rvae-mhem rvae-malaem-shipped=rvae-malaem rvae-ldem-shipped=rvae-ldem
 fi
 names=()
 for run in "$@"; do
