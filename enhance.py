@@ -23,6 +23,10 @@ state_dict (default: ``jaxse/assets/rvae``). ``--config.FIELD=VALUE`` sets a fie
 settings: :class:`jaxse.udiffse.PosteriorConfig` (e.g. ``--config.num_steps=10 --config.num_em=2``) or
 :class:`jaxse.rvae_se.RVAEPosteriorConfig` (e.g. ``--config.num_em=50 --config.ld_chains=5``). Results are
 deterministic for a given ``--seed`` (noise keys come from the seed and each file's relative path).
+
+A checkpoint directory may carry ``sampler_settings.json`` (:func:`jaxse.enhance.checkpoint_settings`): the
+settings tuned for that prior on validation mixtures (the shipped prior's: ``lmbd`` 2.5). They replace the
+reference defaults of the fields not given as ``--config.FIELD``; the line that starts the run names them.
 """
 
 from __future__ import annotations
@@ -52,6 +56,17 @@ def _method_from_argv(argv) -> str | None:
 
 def _config_class(method: str | None):
     return RVAEPosteriorConfig if method and method.startswith(RVAE_PREFIX) else PosteriorConfig
+
+
+def _explicit_config_fields(argv) -> set[str]:
+    """The FIELDs given as ``--config.FIELD`` on the command line (these win over a checkpoint's settings)."""
+    names = set()
+    for a in argv[1:]:
+        if a == "--":
+            break
+        if a.startswith("--config."):
+            names.add(a[len("--config."):].split("=", 1)[0])
+    return names
 
 
 def _check_config_overrides(argv) -> None:
@@ -115,8 +130,13 @@ def main(argv):
         if enhance.config_class(method) is not _CONFIG_CLASS:  # e.g. --config.method=rvae-ldem
             raise ValueError(f"choose {method} with --method {method} (the --config.* fields are those of the "
                              "--method's settings)")
-        cfg = enhance.make_config(method, **fields)
+        explicit = _explicit_config_fields(sys.argv)
+        tuned = {k: v for k, v in enhance.checkpoint_settings(method, FLAGS.checkpoint).items() if k not in explicit}
+        cfg = enhance.make_config(method, **{**fields, **tuned})
     except (TypeError, ValueError) as exc:
+        sys.stderr.write(f"enhance.py: error: {exc}\n")
+        return 2
+    except enhance.CheckpointError as exc:
         sys.stderr.write(f"enhance.py: error: {exc}\n")
         return 2
     if not Path(argv[1]).exists():
@@ -131,6 +151,9 @@ def main(argv):
         return 2
     sys.stderr.write(f"enhance.py: {backend.describe()}, {enhancer.num_devices} device(s), frame buckets "
                      f"{list(enhancer.buckets)}\n")
+    if tuned:
+        sys.stderr.write(f"enhance.py: settings of {enhance.settings_path(method, FLAGS.checkpoint)} (tuned for this "
+                         f"prior; --config.FIELD overrides): {', '.join(f'{k}={v}' for k, v in tuned.items())}\n")
     summary = enhance.enhance_files(argv[1], FLAGS.output, enhancer, overwrite=FLAGS.overwrite, log_path=FLAGS.log,
                                     progress=FLAGS.progress)
     log_path = FLAGS.log or str(Path(FLAGS.output) / enhance.LOG_NAME)

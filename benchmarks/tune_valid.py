@@ -6,10 +6,11 @@
         "method=udiffse+" "method=udiffse+,num_samples=1" "method=udiffse+,lmbd=2.5" [--checkpoint DIR]
 
 Each positional setting is a comma-separated list of :class:`jaxse.udiffse.PosteriorConfig` overrides
-(values parsed as Python literals). All settings run on the same mixtures with the same seed, one file
-per compiled call (``batch_size=1``: no dummy rows, so the RTF is the per-file cost). Prints one line
-per setting (mean SI-SDR, its improvement over the input, the per-SNR means, RTF without compilation)
-and, with ``--json``, writes everything. A manifest whose clean speech comes from a ``test`` folder is
+(values parsed as Python literals) on top of the *reference* defaults: a checkpoint's
+``sampler_settings.json`` is not applied here, it is where the chosen result goes. All settings run on the
+same mixtures with the same seed, one file per compiled call (``batch_size=1``: no dummy rows, so the RTF
+is the per-file cost). Prints one line per setting (mean SI-SDR, its improvement over the input, the
+per-SNR means, RTF without compilation) and, with ``--json``, writes everything. A manifest whose clean speech comes from a ``test`` folder is
 refused: tuning on the test set would make its numbers meaningless.
 """
 

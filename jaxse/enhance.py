@@ -677,12 +677,50 @@ def make_config(method: str, /, **fields):
     return cls(**fields)
 
 
+SETTINGS_FILE = "sampler_settings.json"
+
+
+def settings_path(method: str, checkpoint=None) -> Path | None:
+    """The :data:`SETTINGS_FILE` that goes with ``checkpoint`` (default: the shipped prior or RVAE of
+    ``method``): the file in the checkpoint directory, or ``None`` when there is none."""
+    if checkpoint is None:
+        root = default_rvae_checkpoint_path() if is_rvae_method(method) else default_checkpoint_path()
+    else:
+        root = Path(checkpoint)
+    path = root / SETTINGS_FILE
+    return path if root.is_dir() and path.is_file() else None
+
+
+def checkpoint_settings(method: str, checkpoint=None) -> dict:
+    """The settings a checkpoint recommends for ``method``: the ``"methods"[method]`` entry of its
+    :data:`SETTINGS_FILE` (e.g. ``{"lmbd": 2.5}``, tuned for that prior on validation mixtures), ``{}`` when it
+    has none. Fields are checked against the method's settings class; a bad file raises
+    :class:`CheckpointError` (one line)."""
+    path = settings_path(method, checkpoint)
+    if path is None:
+        return {}
+    try:
+        entry = json.loads(path.read_text())["methods"].get(method, {})
+        if not isinstance(entry, dict):
+            raise ValueError(f"the entry of {method} is not a JSON object")
+        known = {f.name for f in dataclasses.fields(config_class(method))} - {"method"}
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(unknown)} for {method}")
+        make_config(method, **entry)  # values valid for the settings class
+    except Exception as exc:
+        raise CheckpointError(f"{path}: bad sampler settings ({' '.join(str(exc).split())[:300]})") from exc
+    return dict(entry)
+
+
 def load_backend(method: str = "udiffse", checkpoint=None, cfg=None) -> MethodBackend:
     """The backend of ``method`` (:data:`METHODS`) with its checkpoint (default: the shipped one) and settings
-    (default: ``make_config(method)``). Raises :class:`CheckpointError` (one line) for a missing or unreadable
-    checkpoint, ``ValueError`` for an unknown method or settings of the wrong class."""
+    (default: ``make_config(method, **checkpoint_settings(method, checkpoint))``, i.e. the reference defaults
+    with what the checkpoint's :data:`SETTINGS_FILE` recommends). Raises :class:`CheckpointError` (one line)
+    for a missing or unreadable checkpoint, ``ValueError`` for an unknown method or settings of the wrong
+    class."""
     cls = config_class(method)
-    cfg = make_config(method) if cfg is None else cfg
+    cfg = make_config(method, **checkpoint_settings(method, checkpoint)) if cfg is None else cfg
     if not isinstance(cfg, cls):
         raise ValueError(f"{method} needs a {cls.__name__}, got a {type(cfg).__name__}")
     if cfg.method != make_config(method).method:

@@ -159,3 +159,27 @@ def test_without_a_shipped_prior_the_error_asks_for_a_checkpoint(tmp_path, monke
         enhance_lib.load_prior()
     message = str(err.value)
     assert "--checkpoint" in message and "\n" not in message
+
+
+def test_checkpoint_sampler_settings_apply_unless_given_on_the_command_line(input_tree, tiny_checkpoint, tmp_path):
+    """A checkpoint's sampler_settings.json replaces the reference defaults; --config.FIELD still wins."""
+    import json
+    import shutil
+
+    ckpt = tmp_path / "prior"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    (ckpt / "sampler_settings.json").write_text(json.dumps(
+        {"methods": {"udiffse+": {"num_steps": 3, "num_samples": 3, "lmbd": 2.0}}}))
+    fast = [a for a in FAST if not a.startswith(("--config.num_steps", "--config.num_samples"))]
+    p = run_cli(input_tree / "a.flac", "-o", tmp_path / "out", "--checkpoint", ckpt, "--method", "udiffse+",
+                "--config.num_samples=1", *fast)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "udiffse+, 3 network evaluations per segment (x1 samples)" in p.stderr, p.stderr[-2000:]
+    line = [x for x in p.stderr.splitlines() if "sampler_settings.json" in x]
+    assert len(line) == 1 and line[0].endswith("num_steps=3, lmbd=2.0"), line  # num_samples came from the CLI
+
+    (ckpt / "sampler_settings.json").write_text(json.dumps({"methods": {"udiffse+": {"no_such_field": 1}}}))
+    p = run_cli(input_tree / "a.flac", "-o", tmp_path / "out2", "--checkpoint", ckpt, "--method", "udiffse+", *fast)
+    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0, p.stderr[-2000:]
+    assert "bad sampler settings (unknown field(s) no_such_field for udiffse+)" in p.stderr
+    assert not (tmp_path / "out2").exists()

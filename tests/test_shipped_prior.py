@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jaxse.enhance import Enhancer, default_checkpoint_path, load_prior
+from jaxse.enhance import (Enhancer, checkpoint_settings, default_checkpoint_path, load_backend, load_prior,
+                           make_config, settings_path)
 from jaxse.metrics import si_sdr
 from jaxse.models import count_params
 from jaxse.training import read_checkpoint_metadata
-from jaxse.udiffse import PosteriorConfig
 
 EXPECTED_PARAMS = 440_382  # configs/shipped_prior.py; also in the prior's metadata and MODEL_CARD.md
 
@@ -27,6 +27,21 @@ def test_shipped_prior_loads_with_recorded_size():
     assert json.dumps(meta)  # self-describing metadata is plain JSON
 
 
+def test_shipped_sampler_settings_are_valid_and_the_default():
+    """The settings tuned for the shipped prior (sampler_settings.json, see MODEL_CARD.md) parse, name real
+    fields, and are what load_backend uses when no settings are passed; passed settings are kept as they are."""
+    path = settings_path("udiffse+")
+    assert path is not None and path.parent == default_checkpoint_path()
+    recorded = json.loads(path.read_text())["methods"]
+    tuned = checkpoint_settings("udiffse+")
+    assert tuned and tuned == recorded["udiffse+"]
+    cfg = load_backend("udiffse+").cfg
+    assert cfg == make_config("udiffse+", **tuned) and cfg != make_config("udiffse+")
+    assert checkpoint_settings("udiffse") == recorded.get("udiffse", {})
+    explicit = make_config("udiffse+", lmbd=1.5)
+    assert load_backend("udiffse+", None, explicit).cfg is explicit
+
+
 def test_shipped_prior_improves_si_sdr_on_real_mixture(data_dir):
     """0 dB mixture of an unseen (valid) speaker with a training noise type; UDiffSE+ with the shipped prior
     must raise SI-SDR clearly (a broken prior or sampler cannot)."""
@@ -39,7 +54,7 @@ def test_shipped_prior_improves_si_sdr_on_real_mixture(data_dir):
     noise *= np.sqrt(np.sum(clean**2) / np.sum(noise**2))  # 0 dB
     noisy = clean + noise
     model, variables, spec = load_prior()
-    cfg = PosteriorConfig(method="udiffse+", num_samples=2)
+    cfg = make_config("udiffse+", **{**checkpoint_settings("udiffse+"), "num_samples": 2})  # the shipped settings
     enhancer = Enhancer(model, variables, cfg, spec=spec, batch_size=1, chunk_frames=256)
     (out,) = enhancer.enhance([noisy], ["mixture"])
     assert out.shape == noisy.shape and np.all(np.isfinite(out))
