@@ -58,14 +58,15 @@ def _config_class(method: str | None):
     return RVAEPosteriorConfig if method and method.startswith(RVAE_PREFIX) else PosteriorConfig
 
 
-def _explicit_config_fields(argv) -> set[str]:
-    """The FIELDs given as ``--config.FIELD`` on the command line (these win over a checkpoint's settings)."""
-    names = set()
+def _explicit_config_fields(argv) -> list[str]:
+    """The FIELDs given as ``--config.FIELD`` on the command line, in order (these win over a checkpoint's
+    settings)."""
+    names = []
     for a in argv[1:]:
         if a == "--":
             break
         if a.startswith("--config."):
-            names.add(a[len("--config."):].split("=", 1)[0])
+            names.append(a[len("--config."):].split("=", 1)[0])
     return names
 
 
@@ -73,13 +74,11 @@ def _check_config_overrides(argv) -> None:
     """One clear line (instead of a traceback) for ``--config.FIELD`` with an unknown FIELD."""
     cls = _config_class(_method_from_argv(argv))
     fields = set(cls().to_dict())
-    for a in argv[1:]:
-        if a.startswith("--config."):
-            name = a[len("--config."):].split("=", 1)[0]
-            if name not in fields:
-                sys.stderr.write(f"enhance.py: error: unknown --config.{name} for {cls.__name__} "
-                                 f"(fields: {', '.join(sorted(fields))})\n")
-                sys.exit(2)
+    for name in _explicit_config_fields(argv):
+        if name not in fields:
+            sys.stderr.write(f"enhance.py: error: unknown --config.{name} for {cls.__name__} "
+                             f"(fields: {', '.join(sorted(fields))})\n")
+            sys.exit(2)
 
 
 # (DEFINE_config_dict reads the --config.* overrides from sys.argv right away, so check them first, and give it
@@ -133,10 +132,7 @@ def main(argv):
         explicit = _explicit_config_fields(sys.argv)
         tuned = {k: v for k, v in enhance.checkpoint_settings(method, FLAGS.checkpoint).items() if k not in explicit}
         cfg = enhance.make_config(method, **{**fields, **tuned})
-    except (TypeError, ValueError) as exc:
-        sys.stderr.write(f"enhance.py: error: {exc}\n")
-        return 2
-    except enhance.CheckpointError as exc:
+    except (TypeError, ValueError, enhance.CheckpointError) as exc:
         sys.stderr.write(f"enhance.py: error: {exc}\n")
         return 2
     if not Path(argv[1]).exists():
