@@ -57,7 +57,7 @@ suffix=${per_snr:+_per_snr$per_snr}
 for run in "$@"; do
   name=${run%%=*}; spec=${run#*=}; base=${spec%%;*}; method=${base%%:*}; ckpt=${base#"$method"}; ckpt=${ckpt#:}
   settings=(); IFS=';' read -ra fields <<< "${spec#"$base"}"
-  for f in "${fields[@]}"; do [ -n "$f" ] && settings+=("--config.$f"); done
+  for f in ${fields[@]+"${fields[@]}"}; do if [ -n "$f" ]; then settings+=("--config.$f"); fi; done
   names+=("$name")
   for set in matched mismatched; do
     out=$E/out/${set}_$name; data=$E/test12_$set${per_snr:+/per_snr$per_snr}
