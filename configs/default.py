@@ -17,10 +17,15 @@ model:     NCSN++ fields (nf, ch_mult, num_res_blocks, attn_resolutions, fourier
 sde:       OUVE SDE (theta, sigma_min, sigma_max, t_eps, T).
 spec:      STFT and compression (n_fft, hop_length, transform, exponent, factor, pad_multiple);
            its sample rate is data.sample_rate.
-data:      train_dir, valid_dir, crop_frames (STFT frames per training crop), sample_rate.
+data:      train_dir (one directory, or several comma-separated), valid_dir, crop_frames (STFT frames per
+           training crop), sample_rate, crop_schedule (progressive crops: "AFTER_STEP:FRAMES[xBATCH],...",
+           see jaxse.training.crop_phases), valid_frames (validation crop length; 0 = crop_frames).
 training:  batch_size (GLOBAL, over all devices and processes), num_steps, lr, b1, b2, eps (Adam),
            ema_decay, seed, log_every, eval_every, checkpoint_every, keep_checkpoints, sample_every (0 = off),
-           num_valid (validation crops, cut to whole eval batches), eval_batch_size.
+           num_valid (validation crops, cut to whole eval batches), eval_batch_size, init_from (warm start
+           from an exported prior, a workdir or an RVAE directory: its weights, its step, a fresh optimizer),
+           warmup_steps (linear learning-rate warm-up), export_dir (the model is exported there, replacing
+           the previous export, whenever the validation loss reaches a new low).
 sampling:  prior samples written every training.sample_every steps: num_steps (PC steps), num_samples,
            num_frames, snr, corrector_steps (the UDiffSE PC sampler otherwise).
 """
@@ -65,6 +70,8 @@ def get_config() -> ml_collections.ConfigDict:
         valid_dir=os.path.join(root, "valid"),
         crop_frames=256,
         sample_rate=16000,
+        crop_schedule="",  # "" or "0:64x8,8000:128x4,...": progressive crops (jaxse.training.crop_phases)
+        valid_frames=0,  # validation crop frames (0: crop_frames); fixed so the loss compares across phases
     ))
 
     config.training = ml_collections.ConfigDict(dict(
@@ -86,6 +93,9 @@ def get_config() -> ml_collections.ConfigDict:
         sample_every=5000,
         num_valid=80,
         eval_batch_size=8,
+        init_from="",  # warm start: an exported prior / workdir / RVAE dir (jaxse.training.warm_start_state)
+        warmup_steps=0,  # linear learning-rate warm-up over the optimizer's first steps (0: constant)
+        export_dir="",  # export the EMA weights here at every new lowest validation loss ("" : off)
     ))
 
     config.sampling = ml_collections.ConfigDict(dict(

@@ -25,6 +25,7 @@ lengths), so the determinism and sharding properties above hold unchanged.
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -84,6 +85,15 @@ def trim_silence(x: np.ndarray, top_db: float = 60.0, frame_length: int = 2048, 
     return int(loud[0]) * hop_length, min(n, (int(loud[-1]) + 1) * hop_length)
 
 
+def split_roots(root) -> list[Path]:
+    """``root`` as a list of paths: a path, a list of paths, or one comma-separated string of them."""
+    items = root.split(",") if isinstance(root, str) else [root] if isinstance(root, Path) else list(root)
+    roots = [Path(str(r).strip()) for r in items if str(r).strip()]
+    if not roots:
+        raise ValueError(f"no data directory given ({root!r})")
+    return roots
+
+
 def _crop_length(spec, crop_frames: int) -> int:
     """Samples of a crop of ``crop_frames`` centred STFT frames: ``spec.crop_length`` or ``(frames - 1) * hop``."""
     if hasattr(spec, "crop_length"):
@@ -109,7 +119,9 @@ class CleanSpeechDataset:
     """Clean speech under ``root`` (recursive), resampled to ``sample_rate`` on load.
 
     Args:
-      root: a directory (searched recursively with :func:`jaxse.audio.find_audio_files`) or a file.
+      root: a directory (searched recursively with :func:`jaxse.audio.find_audio_files`) or a file; or
+        several of them, as a list or one comma-separated string (``"data/train,data/train_extra"``):
+        their files are used together, in the order of the roots (each root's files sorted).
       sample_rate: rate every file is resampled to when decoded (16 kHz for the prior).
       crop_frames: STFT frames per training crop; the crop is ``spec.crop_length(crop_frames)`` samples.
       spec: the spectrogram settings (``jaxse.spectral.SpecConfig``); default ``SpecConfig(sample_rate)``.
@@ -151,7 +163,8 @@ class CleanSpeechDataset:
             raise ValueError(f"spec.sample_rate={spec.sample_rate} differs from sample_rate={sample_rate}")
         if int(crop_frames) < 1:
             raise ValueError(f"crop_frames must be >= 1, got {crop_frames}")
-        self.root = Path(root)
+        self.roots = split_roots(root)
+        self.root = self.roots[0] if len(self.roots) == 1 else Path(",".join(map(str, self.roots)))
         self.sample_rate = int(sample_rate)
         self.crop_frames = int(crop_frames)
         self.spec = spec
@@ -159,7 +172,7 @@ class CleanSpeechDataset:
         if self.crop_length < 1:
             raise ValueError(f"crop of {crop_frames} frames has {self.crop_length} samples")
 
-        candidates = find_audio_files(self.root, extensions)
+        candidates = [f for r in self.roots for f in find_audio_files(r, extensions)]
         files, lengths, skipped = [], [], []
         for path in candidates:
             try:
@@ -225,6 +238,28 @@ class CleanSpeechDataset:
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.trim_bounds = np.asarray(bounds, dtype=np.int64).reshape(-1, 2)
         self._cache = cache
+
+    def with_crop_frames(self, crop_frames: int) -> "CleanSpeechDataset":
+        """The same files at another crop length (no file read again: lengths and decoded audio are shared).
+
+        For schedules that change the crop length during training (:func:`jaxse.training.crop_phases`) and for
+        validating on crops of a fixed length. Not for ``trim_top_db`` datasets, whose file list depends on
+        the crop length.
+        """
+        crop_frames = int(crop_frames)
+        if crop_frames == self.crop_frames:
+            return self
+        if self.trim_top_db is not None:
+            raise ValueError("with_crop_frames: a silence-trimmed dataset keeps only files longer than its crop; "
+                             "build a new one instead")
+        if self.sample_by_length:
+            raise ValueError("with_crop_frames: sample_by_length weights depend on the crop length; build a new one")
+        if crop_frames < 1:
+            raise ValueError(f"crop_frames must be >= 1, got {crop_frames}")
+        view = copy.copy(self)  # shares _files, lengths, the decode cache and the failed set
+        view.crop_frames = crop_frames
+        view.crop_length = _crop_length(self.spec, crop_frames)
+        return view
 
     # ------------------------------------------------------------------ files and decoding
 

@@ -51,11 +51,51 @@ def export_prior(directory, model: ScoreModel, variables, spec: SpecConfig = Spe
 
 
 
+def export_training_variables(directory, model, variables, spec, step: int, valid_loss: float, config,
+                              info: dict | None = None) -> Path:
+    """Replace ``directory`` with the model of a running training (``training.export_dir``), atomically.
+
+    A diffusion prior is written by :func:`export_prior` (EMA variables, its validation loss and training
+    config in the metadata), an RVAE by :func:`jaxse.rvae_training.export_rvae`. The new export is written
+    beside ``directory`` and swapped in by renames, so an interrupted run leaves the previous export whole.
+    """
+    import shutil
+
+    directory = Path(directory).absolute()
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.with_name(directory.name + ".tmp")
+    old = directory.with_name(directory.name + ".old")
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    train_config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    if getattr(model, "family", "ncsnpp") == "rvae":
+        from jaxse.rvae_training import export_rvae
+
+        data = dict((info or {}).get("data", {}))
+        data["corpus"] = _corpus_of(train_config.get("data", {}).get("train_dir"))
+        spe = data.get("steps_per_epoch")
+        export_rvae(tmp, variables["params"], {
+            "source": "jaxse train.py (training.export_dir)", "jaxse_version": jaxse.__version__,
+            "step": int(step), "epoch": step / spe if spe else None, "valid_loss": float(valid_loss),
+            "spec": spec.to_dict(), "data": data, "training": train_config, **{
+                k: v for k, v in (info or {}).items() if k != "data"}})
+    else:
+        export_prior(tmp, model, variables, spec, step=step,
+                     extra={"valid_loss_ema": float(valid_loss), "train_config": train_config, **(info or {})})
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
 def _corpus_of(train_dir) -> str | None:
     """``"speechocean762"`` when ``train_dir`` is the project's data pack (its LICENSES.md names the corpus)."""
     if not train_dir:
         return None
-    licenses = Path(train_dir).parent / "LICENSES.md"
+    from jaxse.data import split_roots
+
+    licenses = split_roots(train_dir)[0].parent / "LICENSES.md"
     try:
         return "speechocean762" if "speechocean762" in licenses.read_text() else None
     except OSError:

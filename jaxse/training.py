@@ -193,9 +193,21 @@ def spec_from_config(config):
 
 
 def optimizer_from_config(config) -> optax.GradientTransformation:
-    """Adam with torch's semantics (eps added to sqrt(v̂), bias-corrected moments), constant learning rate."""
+    """Adam with torch's semantics (eps added to sqrt(v̂), bias-corrected moments), constant learning rate.
+
+    With ``training.warmup_steps = W > 0`` the learning rate rises linearly, ``lr·min(1, (c + 1)/W)`` at the
+    optimizer's ``c``-th update (its own count, which starts again at 0 with a fresh optimizer state, e.g.
+    after a warm start, :func:`warm_start_state`). ``W = 0`` (the reference recipe) keeps the constant rate
+    and the optimizer state of earlier checkpoints.
+    """
     tc = config.training
-    return optax.adam(learning_rate=float(tc.lr), b1=float(tc.b1), b2=float(tc.b2), eps=float(tc.eps))
+    lr = float(tc.lr)
+    warmup = int(tc.get("warmup_steps", 0))
+    if warmup < 0:
+        raise ValueError(f"training.warmup_steps must be >= 0, got {warmup}")
+    if warmup > 0:
+        lr = lambda count: float(tc.lr) * jnp.minimum(1.0, (count + 1.0) / warmup)  # noqa: E731
+    return optax.adam(learning_rate=lr, b1=float(tc.b1), b2=float(tc.b2), eps=float(tc.eps))
 
 
 # ---------------------------------------------------------------------------------- EMA and loss
@@ -293,6 +305,49 @@ def abstract_train_state(model, tx, seed: int = 0, num_bins: int = 256, mesh: Me
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
+def warm_start_state(state: TrainState, model, source, mesh: Mesh, steps_per_epoch: int | None = None
+                     ) -> tuple[TrainState, dict]:
+    """``state`` with the weights of a trained model: ``(state, info)``, for ``training.init_from``.
+
+    ``source``: an exported prior, a training workdir or checkpoint (diffusion: its EMA weights become both
+    the parameters and their EMA), or an RVAE directory (``rvae.json`` + ``rvae_params.npz``). The optimizer
+    state stays fresh (pair with ``training.warmup_steps``); the step counter continues from the source's
+    step, so the EMA warm-up, the data stream and the run length carry on where the source stopped. For an
+    RVAE source that records its epoch, the step is that epoch at this run's ``steps_per_epoch`` (the KL
+    warm-up is counted in epochs, and the data may differ from the source's). The source's architecture
+    must equal ``model``'s: ``ValueError`` otherwise.
+    """
+    source = Path(source)
+    if getattr(model, "family", "ncsnpp") == "rvae":
+        from jaxse.rvae_convert import CONFIG_FILE, load_rvae
+
+        cfg, params = load_rvae(source)
+        if cfg != model.cfg:
+            raise ValueError(f"training.init_from={source}: its RVAE ({cfg}) differs from the config's ({model.cfg})")
+        info = json.loads((source / CONFIG_FILE).read_text()) if (source / CONFIG_FILE).is_file() else {}
+        step = int(info.get("step") or 0)
+        if info.get("epoch") is not None and steps_per_epoch:
+            step = int(round(float(info["epoch"]) * int(steps_per_epoch)))
+        variables = {"params": params}
+    else:
+        src_model, variables, info = load_checkpoint(source)
+        if src_model.to_dict() != model.to_dict():
+            raise ValueError(f"training.init_from={source}: its model {src_model.to_dict()} differs from the "
+                             f"config's {model.to_dict()}")
+        step = int(info.get("step") or 0)
+    rep = replicated(mesh)
+    host = jax.tree.map(np.asarray, jax.device_get(variables["params"]))
+    expected = jax.tree.map(lambda a: (tuple(a.shape), np.dtype(a.dtype)), state.params)
+    if jax.tree.map(lambda a: (a.shape, a.dtype), host) != expected:
+        raise ValueError(f"training.init_from={source}: its parameter shapes differ from the config's model")
+    # Separate device buffers for params and EMA (the train step donates the whole state).
+    changes = {"step": jax.device_put(np.int32(step), rep), "params": jax.device_put(host, rep)}
+    if state.ema_params is not None:
+        changes["ema_params"] = jax.device_put(host, rep)
+        changes["constants"] = jax.device_put(jax.device_get(variables["constants"]), rep)
+    return state.replace(**changes), {"source": str(source), "step": step}
+
+
 # ------------------------------------------------------------------------------------ parallelism
 
 
@@ -321,6 +376,11 @@ def global_batch(local_rows: np.ndarray, mesh: Mesh) -> jax.Array:
     n_proc = len({d.process_index for d in mesh.devices.flat})
     global_shape = (local_rows.shape[0] * n_proc,) + local_rows.shape[1:]
     return jax.make_array_from_process_local_data(batch_sharding(mesh), local_rows, global_shape)
+
+
+def to_host_tree(tree):
+    """:func:`to_host` on every leaf of a pytree."""
+    return jax.tree.map(to_host, tree)
 
 
 def to_host(x) -> np.ndarray:
@@ -594,6 +654,10 @@ def validate_config(config, model, mesh: Mesh) -> None:
     _check_divisible("training.eval_batch_size", int(tc.eval_batch_size), n_dev, "number of devices")
     mult = int(getattr(model, "frame_multiple", None) or model.net.frame_multiple)
     _check_divisible("data.crop_frames", int(config.data.crop_frames), mult, "network's frame multiple")
+    _check_divisible("data.valid_frames", valid_frames(config), mult, "network's frame multiple")
+    for after, frames, batch in crop_phases(config):
+        _check_divisible(f"data.crop_schedule frames (after step {after})", frames, mult, "network's frame multiple")
+        _check_divisible(f"data.crop_schedule batch (after step {after})", batch, n_dev, "number of devices")
     rvae = getattr(model, "family", "ncsnpp") == "rvae"
     if int(tc.sample_every) > 0:
         if rvae:
@@ -601,6 +665,12 @@ def validate_config(config, model, mesh: Mesh) -> None:
         _check_divisible("sampling.num_frames", int(config.sampling.num_frames), mult, "network's frame multiple")
     if int(tc.num_steps) < 0:
         raise ValueError(f"training.num_steps must be >= 0, got {tc.num_steps}")
+    if rvae and (len(crop_phases(config)) > 1 or valid_frames(config) != int(config.data.crop_frames)):
+        raise ValueError("data.crop_schedule and data.valid_frames are for the diffusion prior (the RVAE's "
+                         "silence-trimmed data set depends on its crop length)")
+    if str(tc.get("export_dir", "") or "") and jax.process_count() > 1:
+        raise ValueError("training.export_dir works in single-process runs; in a multi-process run export "
+                         "with python -m jaxse.export WORKDIR")
     if rvae:
         bins = spec_from_config(config).num_bins
         if bins != model.cfg.x_dim:
@@ -625,6 +695,48 @@ def _due(step: int, every: int, last: int) -> bool:
 def _dataset_options(config) -> dict:
     d = config.data
     return {"trim_top_db": d.get("trim_top_db", None), "sample_by_length": bool(d.get("sample_by_length", False))}
+
+
+def crop_phases(config) -> list[tuple[int, int, int]]:
+    """The training crops as ``[(after_step, crop_frames, batch_size), ...]``, from ``data.crop_schedule``.
+
+    ``data.crop_schedule`` is empty (one phase: ``data.crop_frames`` × ``training.batch_size`` throughout) or
+    ``"0:64x8,8000:128x4,16000:256x2"``: from the step after ``after_step`` on, crops of that many frames in
+    global batches of that size (``"8000:128"`` keeps ``training.batch_size``). The first phase starts at 0 and
+    the steps increase. Progressive crops train the network on short sequences first and on sequences
+    closer to the enhancement rows later; equal frames per batch keep the cost per step about the same.
+    """
+    text = str(config.data.get("crop_schedule", "") or "").strip()
+    default_batch = int(config.training.batch_size)
+    if not text:
+        return [(0, int(config.data.crop_frames), default_batch)]
+    phases = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            after, _, shape = part.partition(":")
+            frames, _, batch = shape.partition("x")
+            phases.append((int(after), int(frames), int(batch) if batch else default_batch))
+        except ValueError:
+            raise ValueError(f"data.crop_schedule: bad phase {part!r} (expected AFTER_STEP:FRAMES[xBATCH])") from None
+    steps = [p[0] for p in phases]
+    if steps[0] != 0 or any(b <= a for a, b in zip(steps, steps[1:])):
+        raise ValueError(f"data.crop_schedule={text!r}: the phases must start at step 0 and increase")
+    if any(f < 1 or b < 1 for _, f, b in phases):
+        raise ValueError(f"data.crop_schedule={text!r}: frames and batch sizes must be positive")
+    return phases
+
+
+def phase_at(phases, step: int) -> tuple[int, int, int]:
+    """The phase of :func:`crop_phases` that training step ``step`` (1-based) uses."""
+    return [p for p in phases if p[0] < int(step)][-1] if int(step) > 0 else phases[0]
+
+
+def valid_frames(config) -> int:
+    """Frames of the validation crops: ``data.valid_frames``, or ``data.crop_frames`` when 0 or absent.
+
+    A fixed validation length keeps the loss (a sum over frames) comparable across crop phases.
+    """
+    return int(config.data.get("valid_frames", 0) or config.data.crop_frames)
 
 
 def _run_length(config, steps_per_epoch: int) -> int:
@@ -664,6 +776,8 @@ def train_and_evaluate(config, workdir) -> TrainState:
     data_options = _dataset_options(config)
     train_ds = CleanSpeechDataset(config.data.train_dir, sample_rate=int(config.data.sample_rate),
                                   crop_frames=int(config.data.crop_frames), spec=spec, **data_options)
+    phases = crop_phases(config)
+    phase_data = {frames: train_ds.with_crop_frames(frames) for _, frames, _ in phases}
     steps_per_epoch = max(1, math.ceil(train_ds.total_chunks / batch_size))
     num_steps = _run_length(config, steps_per_epoch)
     objective = None
@@ -680,23 +794,31 @@ def train_and_evaluate(config, workdir) -> TrainState:
     abstract = abstract_train_state(model, tx, seed, spec.num_bins, mesh)
     state = restore_train_state(manager, abstract)
     best_step, best_loss = None, math.inf
+    init_from = str(tc.get("init_from", "") or "")
+    warm = None
     if state is None:
         state = create_train_state(model, tx, seed, spec.num_bins, mesh)
-        start = 0
+        if init_from:
+            state, warm = warm_start_state(state, model, init_from, mesh, steps_per_epoch)
+            extra_meta["init_from"] = warm
+        start = int(to_host(state.step))
     else:
         start = int(to_host(state.step))
         logger.info("resumed from %s at step %d", manager.directory, start)
         best = _restore_metadata(manager, start).get("best") or {}
         if best.get("step") is not None:
             best_step, best_loss = int(best["step"]), float(best["valid_loss"])
-    resumed = f" (resumed from checkpoint {start})" if start else ""
+    resumed = f" (resumed from checkpoint {start})" if start and warm is None else ""
+    if warm is not None:
+        resumed = f" (warm start from {warm['source']}, step {warm['step']}: fresh optimizer)"
+    export_dir = str(tc.get("export_dir", "") or "")
     n_params = count_params(state.params)
 
     valid = None
     valid_chunks = bool(config.data.get("valid_chunks", False))
     if config.data.valid_dir:
         valid_ds = CleanSpeechDataset(config.data.valid_dir, sample_rate=int(config.data.sample_rate),
-                                      crop_frames=int(config.data.crop_frames), spec=spec, **data_options)
+                                      crop_frames=valid_frames(config), spec=spec, **data_options)
         n_valid = valid_ds.num_valid_batches(int(tc.eval_batch_size), int(tc.num_valid), valid_chunks)
         if n_valid == 0:
             logger.warning("no full validation batch (eval_batch_size=%d, num_valid=%d, %d files): validation off",
@@ -727,9 +849,12 @@ def train_and_evaluate(config, workdir) -> TrainState:
     bar = ProgressBar(num_steps, initial=start, enabled=lead)
     if lead:
         epochs = f", {steps_per_epoch} steps/epoch ({train_ds.total_chunks} chunks)" if rvae else ""
+        crops = f"batch {batch_size}" if len(phases) == 1 else "crops " + ", ".join(
+            f"{f}x{b} after {a}" for a, f, b in phases)
         bar.write(f"jaxse {jaxse.__version__}: {n_params / 1e6:.2f}M params, {mesh.devices.size} device(s) "
-                  f"({jax.devices()[0].platform}), {pcount} process(es), batch {batch_size}, "
-                  f"{len(train_ds)} training files{epochs}, steps {start} -> {num_steps}{resumed}, workdir {workdir}")
+                  f"({jax.devices()[0].platform}), {pcount} process(es), {crops}, "
+                  f"{len(train_ds)} training files ({train_ds.total_duration / 3600:.2f} h){epochs}, "
+                  f"steps {start} -> {num_steps}{resumed}, workdir {workdir}")
         if start == 0:
             writer.write_text(0, "config", "```\n" + str(config) + "\n```")
 
@@ -760,6 +885,20 @@ def train_and_evaluate(config, workdir) -> TrainState:
             write_audio(workdir / "samples" / f"step_{step:06d}_{k}.wav", w.astype(np.float32), spec.sample_rate)
             writer.write_audio(step, f"samples/{k}", w, spec.sample_rate)
 
+    def export_best(step, loss):
+        from jaxse.export import export_training_variables
+
+        out = export_training_variables(export_dir, model, to_host_tree(eval_variables(state, model)), spec, step,
+                                        loss, config, info=extra_meta)
+        bar.write(f"step {step}: exported the new best (valid loss {loss:.4f}) to {out}")
+
+    if warm is not None and valid is not None:
+        # The source's loss on this run's validation set: the bar for the first export, a point of the curve.
+        best_loss = evaluate(start)
+        best_step = start
+        if lead:
+            bar.write(f"step {start}: warm-start weights, valid loss{' (EMA)' if ema else ''} {best_loss:.4f}")
+
     pending: list = []  # per-step metrics (device arrays) since the last log
     t_log, n_log = time.perf_counter(), 0
     prev = None
@@ -773,7 +912,8 @@ def train_and_evaluate(config, workdir) -> TrainState:
         for step in range(start + 1, num_steps + 1):
             if stop:
                 break
-            local = train_ds.train_batch(seed, step - 1, batch_size, pidx, pcount)
+            _, frames, batch_size = phase_at(phases, step)
+            local = phase_data[frames].train_batch(seed, step - 1, batch_size, pidx, pcount)
             state, metrics = p_train(state, global_batch(local, mesh))
             pending.append(metrics)
             if prev is not None:  # keep one step in flight: data loading overlaps compute, memory bounded
@@ -788,6 +928,8 @@ def train_and_evaluate(config, workdir) -> TrainState:
                 scalars["train/steps_per_sec"] = n_log / max(now - t_log, 1e-9)
                 if rvae:
                     scalars["train/epoch"] = step / steps_per_epoch
+                if len(phases) > 1:
+                    scalars["train/crop_frames"] = float(frames)
                 last_loss = scalars["train/loss"]
                 writer.write_scalars(step, scalars)
                 pending, t_log, n_log = [], now, 0
@@ -800,6 +942,8 @@ def train_and_evaluate(config, workdir) -> TrainState:
                 if valid_loss is not None:
                     if valid_loss < best_loss:
                         best_step, best_loss, improved = step, valid_loss, True
+                        if export_dir and lead:
+                            export_best(step, valid_loss)
                     if lead:
                         which = " (EMA)" if ema else ""
                         bar.write(f"step {step}: train loss {last_loss:.4f}, valid loss{which} {valid_loss:.4f}")

@@ -241,3 +241,31 @@ def test_real_data_subset(tmp_path):
         assert ds.lengths[i] == sf.info(str(files[i])).frames
     (batch,) = list(ds.valid_batches(4))
     assert batch.shape == (4, CROP)
+
+
+def test_several_roots_and_crop_views(tmp_path):
+    import soundfile as sf
+
+    from jaxse.data import CleanSpeechDataset, split_roots
+
+    for d, n in (("a", 2), ("b", 3)):
+        (tmp_path / d).mkdir()
+        for i in range(n):
+            sf.write(tmp_path / d / f"{i}.flac", (0.1 * np.sin(np.arange(8000 + 100 * i) / 7)).astype(np.float32),
+                     16000, subtype="PCM_16")
+    assert split_roots(f"{tmp_path / 'a'}, {tmp_path / 'b'}") == [tmp_path / "a", tmp_path / "b"]
+    with pytest.raises(ValueError, match="no data directory"):
+        split_roots(" , ")
+    ds = CleanSpeechDataset(f"{tmp_path / 'a'},{tmp_path / 'b'}", crop_frames=16)
+    assert len(ds) == 5 and [p.parent.name for p in ds.files] == ["a", "a", "b", "b", "b"]
+    assert CleanSpeechDataset([tmp_path / "b", tmp_path / "a"], crop_frames=16).files[0].parent.name == "b"
+    long = ds.with_crop_frames(32)
+    assert ds.with_crop_frames(16) is ds
+    assert long.crop_length == ds.spec.crop_length(32) and ds.crop_length == ds.spec.crop_length(16)
+    assert long.train_batch(0, 3, 2).shape == (2, long.crop_length)
+    decoded = ds.num_decodes
+    ds.train_batch(0, 3, 2)  # the files the view decoded are in the shared cache
+    assert ds.num_decodes == decoded
+    trimmed = CleanSpeechDataset(tmp_path / "a", crop_frames=16, trim_top_db=30.0)
+    with pytest.raises(ValueError, match="trimmed"):
+        trimmed.with_crop_frames(32)

@@ -360,3 +360,113 @@ def test_cpu_small_learns_on_shared_data(data_dir, tmp_path):
     valid = [r["valid/loss"] for r in recs if "valid/loss" in r]
     train = [r["train/loss"] for r in recs if "train/loss" in r]
     assert len(valid) == 2 and train[-1] < train[0] and valid[-1] < valid[0]
+
+
+# ------------------------------------------------------- warm start, progressive crops, export of the best
+
+
+def test_crop_schedule_parsing(synth_data):
+    c = tiny_config(synth_data)
+    assert training.crop_phases(c) == [(0, 8, 2)]
+    c.data.crop_schedule = "0:8x4, 10:16x2,20:32"
+    phases = training.crop_phases(c)
+    assert phases == [(0, 8, 4), (10, 16, 2), (20, 32, 2)]  # no batch: training.batch_size
+    assert [training.phase_at(phases, s)[1] for s in (1, 10, 11, 20, 21, 10**6)] == [8, 8, 16, 16, 32, 32]
+    for bad in ("5:8x2", "0:8x2,10:16,10:32", "0:8x2,abc", "0:0x2"):
+        c.data.crop_schedule = bad
+        with pytest.raises(ValueError, match="crop_schedule"):
+            training.crop_phases(c)
+    c.data.crop_schedule = "0:8x2,4:9x2"  # 9 frames: not a multiple of the network's 2
+    with pytest.raises(ValueError, match="crop_schedule frames"):
+        training.validate_config(c, training.model_from_config(c), training.make_mesh())
+    c.data.crop_schedule = ""
+    c.data.valid_frames = 7
+    with pytest.raises(ValueError, match="valid_frames"):
+        training.validate_config(c, training.model_from_config(c), training.make_mesh())
+
+
+def test_optimizer_warmup_scales_the_first_updates(synth_data):
+    grads = {"w": jnp.ones((3,))}
+    params = {"w": jnp.zeros((3,))}
+    plain = training.optimizer_from_config(tiny_config(synth_data, lr=1e-2))
+    warm = training.optimizer_from_config(tiny_config(synth_data, lr=1e-2, warmup_steps=4))
+    sp, sw = plain.init(params), warm.init(params)
+    for k in range(6):
+        up, sp = plain.update(grads, sp, params)
+        uw, sw = warm.update(grads, sw, params)
+        # Adam's bias-corrected step on a constant gradient is -lr; the warm-up scales it by min(1, (k+1)/4)
+        np.testing.assert_allclose(uw["w"], up["w"] * min(1.0, (k + 1) / 4), rtol=1e-5)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        training.optimizer_from_config(tiny_config(synth_data, warmup_steps=-1))
+
+
+def test_warm_start_state_takes_weights_and_step_not_optimizer(straight_run, synth_data, fast_compile):
+    config, workdir, straight = straight_run
+    model = training.model_from_config(config)
+    tx = training.optimizer_from_config(config)
+    mesh = training.make_mesh()
+    fresh = training.create_train_state(model, tx, 1, mesh=mesh)
+    warm, info = training.warm_start_state(fresh, model, workdir, mesh)
+    assert int(warm.step) == 4 and info == {"source": str(workdir), "step": 4}
+    assert leaves_equal(warm.params, straight.ema_params) and leaves_equal(warm.ema_params, straight.ema_params)
+    assert leaves_equal(warm.opt_state, fresh.opt_state) and leaves_equal(warm.key, fresh.key)
+    other = tiny_config(synth_data)
+    other.model.nf = 16
+    big = training.model_from_config(other)
+    with pytest.raises(ValueError, match="init_from"):
+        training.warm_start_state(training.create_train_state(big, tx, 0, mesh=mesh), big, workdir, mesh)
+
+
+@pytest.fixture(scope="module")
+def warm_phased_run(straight_run, synth_data, tmp_path_factory):
+    """Warm start from the straight run (step 4), 8-frame crops for step 5, 16-frame crops for 6, 7, with a
+    fixed 16-frame validation every step and the best exported."""
+    _, source, _ = straight_run
+    old = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", True)
+    root = tmp_path_factory.mktemp("warm")
+    try:
+        config = tiny_config(synth_data, num_steps=7, eval_every=1, init_from=str(source), warmup_steps=2,
+                             export_dir=str(root / "best"))
+        config.data.crop_schedule = "0:8x2,5:16x2"
+        config.data.valid_frames = 16
+        state = training.train_and_evaluate(config, root / "run")
+    finally:
+        jax.config.update("jax_disable_most_optimizations", old)
+    return config, root, state
+
+
+def test_warm_started_phased_run_logs_and_exports(warm_phased_run, fast_compile):
+    config, root, state = warm_phased_run
+    recs = read_metrics(root / "run")
+    valid = {r["step"]: r["valid/loss"] for r in recs if "valid/loss" in r}
+    assert sorted(valid) == [4, 5, 6, 7]  # the warm-start weights are scored first
+    crops = {r["step"]: r["train/crop_frames"] for r in recs if "train/crop_frames" in r}
+    assert crops == {5: 8.0, 6: 16.0, 7: 16.0}
+    meta = training.read_checkpoint_metadata(root / "run")
+    assert meta["init_from"]["step"] == 4 and meta["step"] == 7
+    improving = [s for s in (5, 6, 7) if valid[s] < min(valid[k] for k in valid if k < s)]
+    if not improving:
+        assert not (root / "best").exists()
+        return
+    model, variables, emeta = training.load_checkpoint(root / "best")
+    assert emeta["kind"] == "inference-prior" and emeta["step"] == improving[-1]
+    assert emeta["valid_loss_ema"] == pytest.approx(valid[improving[-1]], rel=1e-6)
+    assert emeta["train_config"]["data"]["crop_schedule"] == "0:8x2,5:16x2"
+    assert model == training.model_from_config(config)
+    if improving[-1] == 7:
+        assert leaves_equal(variables["params"], state.ema_params)
+    assert not any(p.name.endswith((".tmp", ".old")) for p in root.iterdir())
+
+
+def test_phased_run_resumes_exactly_across_a_phase_change(warm_phased_run, tmp_path, fast_compile):
+    config, _, straight = warm_phased_run
+    half = config.copy_and_resolve_references()
+    half.training.num_steps = 5
+    half.training.export_dir = ""
+    training.train_and_evaluate(half, tmp_path / "run")  # warm start, step 5 (8 frames), checkpoint
+    full = config.copy_and_resolve_references()
+    full.training.export_dir = ""
+    resumed = training.train_and_evaluate(full, tmp_path / "run")  # resumes at 5: init_from is not reapplied
+    for field in ("step", "params", "ema_params", "opt_state", "constants", "key"):
+        assert leaves_equal(getattr(resumed, field), getattr(straight, field)), field
