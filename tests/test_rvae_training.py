@@ -279,6 +279,38 @@ def test_export_writes_load_rvae_format(straight_run, tmp_path):
     assert json.loads((tmp_path / "s4" / "rvae.json").read_text())["step"] == 4
 
 
+def test_warm_start_from_an_rvae_export_and_export_dir(straight_run, speech, tmp_path, fast_compile):
+    """An exported RVAE continues at its epoch (the KL warm-up counts epochs); new bests are exported."""
+    _, workdir, _ = straight_run
+    src = tmp_path / "src"
+    assert export.main([str(workdir), "-o", str(src), "--step", "4"]) == 0
+    info = json.loads((src / "rvae.json").read_text())
+    _, src_params = load_rvae(src)
+    config = tiny_config(speech, num_steps=6, eval_every=1, init_from=str(src),
+                         export_dir=str(tmp_path / "best"))
+    model = training.model_from_config(config)
+    mesh = training.make_mesh()
+    bins = training.spec_from_config(config).num_bins
+    fresh = training.create_train_state(model, training.optimizer_from_config(config), 0, bins, mesh=mesh)
+    warm, winfo = training.warm_start_state(fresh, model, src, mesh, steps_per_epoch=2 * info["data"]["steps_per_epoch"])
+    assert winfo["step"] == int(warm.step) == round(info["epoch"] * 2 * info["data"]["steps_per_epoch"])
+    assert leaves_equal(warm.params, src_params) and warm.ema_params is None
+    state = training.train_and_evaluate(config, tmp_path / "run")
+    assert int(state.step) == 6
+    valid = {r["step"]: r["valid/loss"] for r in read_metrics(tmp_path / "run") if "valid/loss" in r}
+    assert min(valid) == 4  # the source's weights are scored at its step first
+    later = [s for s in valid if s > 4 and valid[s] < min(valid[k] for k in valid if k < s)]
+    if later:
+        cfg, params = load_rvae(tmp_path / "best")
+        exported = json.loads((tmp_path / "best" / "rvae.json").read_text())
+        assert exported["step"] == later[-1] and exported["valid_loss"] == pytest.approx(valid[later[-1]], rel=1e-6)
+        assert exported["init_from"]["step"] == 4 and (tmp_path / "best" / "MODEL_CARD.md").is_file()
+        if later[-1] == int(state.step):
+            assert leaves_equal(params, state.params)
+    else:
+        assert not (tmp_path / "best").exists()
+
+
 def test_keep_best_checkpoint_across_restarts(tmp_path):
     state = {"w": np.arange(3.0)}
     losses = {1: 5.0, 2: 1.0, 3: 4.0, 4: 9.0, 5: 9.0, 6: 9.0}
