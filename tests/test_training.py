@@ -470,3 +470,23 @@ def test_phased_run_resumes_exactly_across_a_phase_change(warm_phased_run, tmp_p
     resumed = training.train_and_evaluate(full, tmp_path / "run")  # resumes at 5: init_from is not reapplied
     for field in ("step", "params", "ema_params", "opt_state", "constants", "key"):
         assert leaves_equal(getattr(resumed, field), getattr(straight, field)), field
+
+
+def test_long_cpu_configs_continue_the_shipped_models():
+    from configs import prior_cpu_coarse, prior_cpu_long, rvae_long
+
+    mesh = training.make_mesh()
+    for mod in (prior_cpu_long, prior_cpu_coarse, rvae_long):
+        c = mod.get_config()
+        model = training.model_from_config(c)
+        training.validate_config(c, model, mesh)
+        assert [p.name for p in map(Path, c.data.train_dir.split(","))] == ["train", "train_extra"]
+        if c.training.init_from:  # the shipped model it continues exists and has the config's architecture
+            assert (REPO / c.training.init_from).is_dir()
+    long = prior_cpu_long.get_config()
+    assert training.crop_phases(long) == [(0, 64, 8), (3000, 128, 4), (8000, 256, 2)]
+    assert training.valid_frames(long) == 256
+    shipped, _, _ = training.load_checkpoint(REPO / long.training.init_from)
+    assert shipped == training.model_from_config(long)
+    coarse = training.model_from_config(prior_cpu_coarse.get_config())
+    assert coarse.net.nf == 8 and coarse.net.ch_mult == (1, 2, 4, 8)
