@@ -337,9 +337,6 @@ def warm_start_state(state: TrainState, model, source, mesh: Mesh, steps_per_epo
         step = int(info.get("step") or 0)
     rep = replicated(mesh)
     host = jax.tree.map(np.asarray, jax.device_get(variables["params"]))
-    expected = jax.tree.map(lambda a: (tuple(a.shape), np.dtype(a.dtype)), state.params)
-    if jax.tree.map(lambda a: (a.shape, a.dtype), host) != expected:
-        raise ValueError(f"training.init_from={source}: its parameter shapes differ from the config's model")
     # Separate device buffers for params and EMA (the train step donates the whole state).
     changes = {"step": jax.device_put(np.int32(step), rep), "params": jax.device_put(host, rep)}
     if state.ema_params is not None:
