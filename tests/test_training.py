@@ -490,3 +490,14 @@ def test_long_cpu_configs_continue_the_shipped_models():
     assert shipped == training.model_from_config(long)
     coarse = training.model_from_config(prior_cpu_coarse.get_config())
     assert coarse.net.nf == 8 and coarse.net.ch_mult == (1, 2, 4, 8)
+
+
+def test_valid_loss_script_reproduces_the_logged_validation(straight_run, synth_data, fast_compile):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import valid_loss
+
+    config, workdir, _ = straight_run
+    logged = {r["step"]: r["valid/loss"] for r in read_metrics(workdir) if "valid/loss" in r}
+    row = valid_loss.valid_loss(workdir / "checkpoints" / "4", 8, synth_data / "valid", num_valid=2, batch=2)
+    assert row["step"] == 4 and row["num_valid"] == 2
+    assert row["valid_loss"] == pytest.approx(logged[4], rel=1e-5)
