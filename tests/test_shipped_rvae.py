@@ -27,6 +27,17 @@ def test_shipped_rvae_loads_with_recorded_size():
     assert meta["source"] == "jaxse train.py"  # trained here, not the GPL-3.0 published weights
 
 
+def test_shipped_rvae_sampler_settings_are_the_ldem_default():
+    """sampler_settings.json of the shipped RVAE (tuned on valid mixtures, see MODEL_CARD.md) sets LDEM's EM
+    iterations; load_backend applies it, and the other RVAE methods keep the reference defaults."""
+    path = E.settings_path("rvae-ldem")
+    assert path is not None and path.parent == E.default_rvae_checkpoint_path()
+    tuned = E.checkpoint_settings("rvae-ldem")
+    assert tuned == json.loads(path.read_text())["methods"]["rvae-ldem"] and tuned["num_em"] < 100
+    assert E.load_backend("rvae-ldem").cfg == E.make_config("rvae-ldem", **tuned)
+    assert E.load_backend("rvae-vem").cfg == E.make_config("rvae-vem")
+
+
 def _mixture(data_dir, seconds=2.0):
     clean, sr = sf.read(data_dir / "valid" / "so762_0575_005750067.flac", dtype="float32")
     noise, _ = sf.read(data_dir / "noise" / "train" / "kitchen_dishes.flac", dtype="float32")
