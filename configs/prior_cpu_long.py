@@ -1,9 +1,10 @@
 """The long CPU training of the shipped prior's network: warm start, more speech, progressive crops.
 
-Continues the prior shipped in ``jaxse/assets/prior`` (NCSN++M layout, nf 16, 0.44M parameters, 2,000 steps
-of 8 × 64-frame crops) instead of starting again:
+Continues the prior shipped in ``jaxse/assets/prior`` (NCSN++M layout, nf 16, 0.44M parameters) instead of
+starting again. Its first run was ``configs/shipped_prior.py`` (2,000 steps of 8 × 64-frame crops); this
+config took it from step 2000 to 3000, the prior shipped since, and continues from there:
 
-* warm start from its EMA weights (``training.init_from``) at its step 2000, fresh Adam with a 200-step
+* warm start from its EMA weights (``training.init_from``) at its step, fresh Adam with a 200-step
   learning-rate warm-up;
 * clean speech of ``train`` and ``train_extra`` (the same 120 speakers, 2.9 h);
 * progressive crops with 512 frames per batch throughout (about the same cost per step): 8 × 64 frames up to

@@ -62,6 +62,20 @@ RVAE config, available to both families:
 * ``training.keep_best``: also keep the checkpoint with the lowest validation loss (orbax ``BestN``) besides
   the ``keep_checkpoints`` newest, saving a checkpoint whenever the validation loss improves;
 * ``data.trim_top_db``, ``data.sample_by_length``, ``data.valid_chunks``: see :class:`jaxse.data.CleanSpeechDataset`.
+
+Long runs on small machines (both families unless noted):
+
+* ``training.init_from``: warm start from an exported prior, a workdir or an RVAE directory
+  (:func:`warm_start_state`: its weights, its step, a fresh optimizer), with ``training.warmup_steps`` of linear
+  learning-rate warm-up (:func:`optimizer_from_config`); a workdir with checkpoints resumes and ignores it. The
+  source's validation loss is measured first and is the bar for the first export;
+* ``data.crop_schedule`` and ``data.valid_frames`` (diffusion prior): progressive crops with a fixed
+  validation length (:func:`crop_phases`, :func:`valid_frames`); the data of step ``s`` stay a pure function of
+  ``(seed, s)``, so resuming across a phase change is exact;
+* ``training.export_dir`` (single process): every new lowest validation loss is exported there, replacing the
+  previous export atomically (:func:`jaxse.export.export_training_variables`), so that a lost workdir costs
+  only the optimizer state;
+* ``data.train_dir`` may name several folders, comma-separated.
 """
 
 from __future__ import annotations
