@@ -71,14 +71,10 @@ def export_training_variables(directory, model, variables, spec, step: int, vali
     if getattr(model, "family", "ncsnpp") == "rvae":
         from jaxse.rvae_training import export_rvae
 
-        data = dict((info or {}).get("data", {}))
-        data["corpus"] = _corpus_of(train_config.get("data", {}).get("train_dir"))
-        spe = data.get("steps_per_epoch")
-        export_rvae(tmp, variables["params"], {
-            "source": "jaxse train.py (training.export_dir)", "jaxse_version": jaxse.__version__,
-            "step": int(step), "epoch": step / spe if spe else None, "valid_loss": float(valid_loss),
-            "spec": spec.to_dict(), "data": data, "training": train_config, **{
-                k: v for k, v in (info or {}).items() if k != "data"}})
+        info = dict(info or {})
+        extra = {"valid_loss": float(valid_loss), **{k: v for k, v in info.items() if k != "data"}}
+        export_rvae(tmp, variables["params"],
+                    _rvae_run_info(step, info.get("data", {}), train_config, spec.to_dict(), extra))
     else:
         export_prior(tmp, model, variables, spec, step=step,
                      extra={"valid_loss_ema": float(valid_loss), "train_config": train_config, **(info or {})})
@@ -122,24 +118,19 @@ def export_rvae_run(workdir, output, step: int, records: dict) -> Path:
 
     _, variables, meta = load_checkpoint(Path(workdir) / "checkpoints" / str(step))
     rec = records.get(step, {})
-    data = dict(meta.get("data", {}))
-    train_config = meta.get("config", {})
+    info = _rvae_run_info(step, meta.get("data", {}), meta.get("config", {}), meta.get("spec"), {
+        "valid_loss": rec.get("valid/loss"), "valid_recon": rec.get("valid/recon"), "valid_kl": rec.get("valid/kl"),
+        "valid_history": _history(records)})
+    return export_rvae(output, jax.device_get(variables["params"]), info)
+
+
+def _rvae_run_info(step: int, data: dict, train_config: dict, spec, extra: dict) -> dict:
+    """The ``rvae.json`` info of an RVAE exported from a ``train.py`` run (a kept checkpoint or a running run)."""
+    data = dict(data)
     data["corpus"] = _corpus_of(train_config.get("data", {}).get("train_dir"))
     spe = data.get("steps_per_epoch")
-    info = {
-        "source": "jaxse train.py",
-        "jaxse_version": jaxse.__version__,
-        "step": int(step),
-        "epoch": step / spe if spe else None,
-        "valid_loss": rec.get("valid/loss"),
-        "valid_recon": rec.get("valid/recon"),
-        "valid_kl": rec.get("valid/kl"),
-        "valid_history": _history(records),
-        "spec": meta.get("spec"),
-        "data": data,
-        "training": train_config,
-    }
-    return export_rvae(output, jax.device_get(variables["params"]), info)
+    return {"source": "jaxse train.py", "jaxse_version": jaxse.__version__, "step": int(step),
+            "epoch": step / spe if spe else None, **extra, "spec": spec, "data": data, "training": train_config}
 
 
 def main(argv=None) -> int:

@@ -305,6 +305,7 @@ def test_warm_start_from_an_rvae_export_and_export_dir(straight_run, speech, tmp
         exported = json.loads((tmp_path / "best" / "rvae.json").read_text())
         assert exported["step"] == later[-1] and exported["valid_loss"] == pytest.approx(valid[later[-1]], rel=1e-6)
         assert exported["init_from"]["step"] == 4 and (tmp_path / "best" / "MODEL_CARD.md").is_file()
+        assert exported["source"] == "jaxse train.py"
         if later[-1] == int(state.step):
             assert leaves_equal(params, state.params)
     else:
