@@ -9,19 +9,32 @@ the input tree: same relative paths, same extensions, same sample rates and leng
 16 kHz; files are resampled there and back; multi-channel files are mixed down to mono). Rerunning the
 command skips files whose output exists (``--overwrite`` redoes them); outputs are written atomically, so
 an interrupted run leaves no partial file. One CSV row per file (``file, duration_s, seconds, rtf, status,
-message``) is appended to ``OUTDIR/enhance_log.csv`` (or ``--log``). Bad files are logged and skipped; the
-exit code is 1 if any file failed, 2 for a usage or checkpoint error.
+message``) is appended to ``OUTDIR/enhance_log.csv`` (or ``--log``). Bad files are logged and skipped (a
+0-byte file as ``empty file``).
 
-Methods: ``udiffse`` / ``udiffse+`` (posterior sampling with a diffusion prior, :mod:`jaxse.udiffse`) and
+An output whose peak is implausible, above ``PEAK_RATIO_LIMIT`` (4) times the input's peak (or times -60 dBFS
+for a quieter input; :func:`jaxse.enhance.peak_warning`), is still written (clipped to ``[-1, 1)`` in PCM
+formats) and logged with status ``ok`` and a ``warning: output peak ... is Nx the input peak ...`` message; one
+``WARNING`` line goes to stderr and the summary counts these files. (A diverged sampler, e.g. too few
+``--config.num_steps``, is the usual cause.)
+
+Exit codes: 0 when every file was enhanced or skipped (warnings included), 1 if any file failed, 2 for a usage
+or checkpoint error. Usage errors are one ``enhance.py: error: ...`` line on stderr, given before any model
+loads and leaving nothing behind: a bad flag (unknown, a malformed value, ``--method`` not one of the methods
+below, ``--batch-size`` < 1, ``--chunk-frames`` not a positive multiple of 64), a missing INPUT, an ``-o`` or
+``--log`` that cannot be created or written (under a file, a file itself, read-only), or an ``-o`` that is or
+holds the input folder (the outputs would overwrite the inputs).
+
+Methods: ``udiffse`` / ``udiffse+`` (posterior sampling with a diffusion prior, :mod:`jaxse.diffusion.udiffse`) and
 ``rvae-vem`` / ``rvae-mhem`` / ``rvae-malaem`` / ``rvae-ldem`` (EM with an RVAE speech prior and an NMF noise
-model, :mod:`jaxse.rvae_se`). All share the batching, device sharding, chunking, resume and logging.
+model, :mod:`jaxse.rvae.posterior`). All share the batching, device sharding, chunking, resume and logging.
 
 ``--checkpoint``: for the diffusion methods a train.py workdir or checkpoint directory, or a reference
 ``.ckpt`` / ``.npz`` (default: the prior shipped in ``jaxse/assets/prior``); for the RVAE methods a directory
 with ``rvae.json`` (``python -m jaxse.rvae_convert IN.pt -o DIR`` writes one) or a reference ``.pt``
 state_dict (default: ``jaxse/assets/rvae``). ``--config.FIELD=VALUE`` sets a field of the chosen method's
-settings: :class:`jaxse.udiffse.PosteriorConfig` (e.g. ``--config.num_steps=10 --config.num_em=2``) or
-:class:`jaxse.rvae_se.RVAEPosteriorConfig` (e.g. ``--config.num_em=50 --config.ld_chains=5``). Results are
+settings: :class:`jaxse.diffusion.udiffse.PosteriorConfig` (e.g. ``--config.num_steps=10 --config.num_em=2``) or
+:class:`jaxse.rvae.posterior.RVAEPosteriorConfig` (e.g. ``--config.num_em=50 --config.ld_chains=5``). Results are
 deterministic for a given ``--seed`` (noise keys come from the seed and each file's relative path).
 
 A checkpoint directory may carry ``sampler_settings.json`` (:func:`jaxse.enhance.checkpoint_settings`): the
@@ -36,9 +49,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import ConfigDict, config_flags
 
-from jaxse.enhance import METHODS, RVAE_PREFIX
-from jaxse.rvae_se import RVAEPosteriorConfig
-from jaxse.udiffse import PosteriorConfig
+from jaxse import registry
+from jaxse.enhance import METHODS
 
 
 def _method_from_argv(argv) -> str | None:
@@ -55,7 +67,8 @@ def _method_from_argv(argv) -> str | None:
 
 
 def _config_class(method: str | None):
-    return RVAEPosteriorConfig if method and method.startswith(RVAE_PREFIX) else PosteriorConfig
+    """The settings class of ``method`` (that of the default method ``udiffse`` when unknown or absent)."""
+    return registry.method(method if method in METHODS else "udiffse").settings_class
 
 
 def _explicit_config_fields(argv) -> list[str]:
@@ -83,7 +96,7 @@ def _check_config_overrides(argv) -> None:
 
 # (DEFINE_config_dict reads the --config.* overrides from sys.argv right away, so check them first, and give it
 # the fields of the method's settings class.)
-_CONFIG_CLASS = PosteriorConfig
+_CONFIG_CLASS = _config_class(None)
 if __name__ == "__main__":
     _check_config_overrides(sys.argv)
     _CONFIG_CLASS = _config_class(_method_from_argv(sys.argv))
@@ -95,10 +108,11 @@ flags.DEFINE_string("checkpoint", None,
                     "Diffusion: train.py workdir/checkpoint or reference .ckpt/.npz (default: the shipped prior). "
                     "RVAE: directory with rvae.json or reference .pt (default: jaxse/assets/rvae).")
 flags.DEFINE_integer("seed", 0, "Base seed of the sampler noise.")
-flags.DEFINE_integer("batch-size", 4, "Utterances (or chunks) enhanced together per compiled call.")
+flags.DEFINE_integer("batch-size", 4, "Utterances (or chunks) enhanced together per compiled call.", lower_bound=1)
 flags.DEFINE_integer("chunk-frames", 1024, "Longest segment in STFT frames (a multiple of 64); longer files are "
                      "processed in 50%-overlapping chunks of this size (1024 frames: 8.2 s for the diffusion "
-                     "priors, hop 128; 16.4 s for the RVAE, hop 256).")
+                     "priors, hop 128; 16.4 s for the RVAE, hop 256).", lower_bound=64)
+flags.register_validator("chunk-frames", lambda v: v is None or v % 64 == 0, message="must be a multiple of 64")
 flags.DEFINE_bool("overwrite", False, "Redo files whose output already exists.")
 flags.DEFINE_string("log", None, "CSV log file (default OUTDIR/enhance_log.csv; appended).")
 flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
@@ -112,11 +126,27 @@ except Exception as exc:  # a malformed --config.* value (parsed here, at defini
     sys.exit(2)
 
 
+def _usage_error(message) -> int:
+    """One line on stderr; the exit code of a usage error (2)."""
+    sys.stderr.write(f"enhance.py: error: {' '.join(str(message).split())}\n")
+    return 2
+
+
+def _parse_flags(argv):
+    """absl's flag parsing (``app.run``'s ``flags_parser``), with a bad flag (unknown, malformed, out of range,
+    e.g. ``--method nosuch``, ``--config.lmbd=abc``, ``--batch-size 0``) as a usage error: one line and exit
+    code 2. (absl's own parser prints two lines and exits with 1, the code of a failed file.)"""
+    try:
+        return FLAGS(argv)
+    except flags.Error as exc:
+        sys.exit(_usage_error(exc))
+
+
 def main(argv):
     if len(argv) != 2:
-        raise app.UsageError("expected exactly one INPUT (a file or a directory)", exitcode=2)
+        return _usage_error("expected exactly one INPUT (a file or a directory)")
     if not FLAGS.output:
-        raise app.UsageError("-o OUTDIR is required", exitcode=2)
+        return _usage_error("-o OUTDIR is required")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.ERROR)  # orbax logs every restore (and its read-only options); -v 0 shows them
     from pathlib import Path
@@ -133,18 +163,19 @@ def main(argv):
         tuned = {k: v for k, v in enhance.checkpoint_settings(method, FLAGS.checkpoint).items() if k not in explicit}
         cfg = enhance.make_config(method, **{**fields, **tuned})
     except (TypeError, ValueError, enhance.CheckpointError) as exc:
-        sys.stderr.write(f"enhance.py: error: {exc}\n")
-        return 2
+        return _usage_error(exc)
     if not Path(argv[1]).exists():
-        sys.stderr.write(f"enhance.py: error: {argv[1]}: no such file or directory\n")
-        return 2
+        return _usage_error(f"{argv[1]}: no such file or directory")
+    try:  # before the model loads, and creating nothing: -o and --log writable, the inputs not overwritten
+        enhance.check_output_paths(argv[1], FLAGS.output, FLAGS.log)
+    except ValueError as exc:
+        return _usage_error(exc)
     try:
         backend = enhance.load_backend(method, FLAGS.checkpoint, cfg)
         enhancer = enhance.Enhancer(backend, batch_size=FLAGS["batch-size"].value,
                                     chunk_frames=FLAGS["chunk-frames"].value, seed=FLAGS.seed)
     except (enhance.CheckpointError, ValueError) as exc:
-        sys.stderr.write(f"enhance.py: error: {exc}\n")
-        return 2
+        return _usage_error(exc)
     sys.stderr.write(f"enhance.py: {backend.describe()}, {enhancer.num_devices} device(s), frame buckets "
                      f"{list(enhancer.buckets)}\n")
     if tuned:
@@ -158,4 +189,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

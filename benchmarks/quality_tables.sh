@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test-set quality tables: build the two 12-mixture test sets, enhance them with each method,
-# score every output folder with jaxse.evaluate and gather one table per set with jaxse.compare.
+# score every output folder with jaxse.evaluation.evaluate and gather one table per set with jaxse.evaluation.compare.
 #
 #   bash benchmarks/quality_tables.sh [--per-snr N] [RUN ...]
 #

@@ -22,8 +22,8 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from jaxse.pytree import count_params  # noqa: E402
 from jaxse import training  # noqa: E402
-from jaxse.models import count_params  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
 flags.DEFINE_integer("steps", 5, "Timed steps after the first call.")
@@ -41,7 +41,7 @@ def main(_):
     batch = int(config.training.batch_size)
     length = spec.crop_length(int(config.data.crop_frames))
     waves = np.random.default_rng(0).uniform(-1, 1, (batch, length)).astype(np.float32)
-    waves = training.global_batch(waves, mesh)
+    waves = training.global_batch({"waves": waves}, mesh)
     step = training.make_train_step(model, spec, tx, float(config.training.ema_decay), mesh)
 
     t0 = time.perf_counter()

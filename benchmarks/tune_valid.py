@@ -7,8 +7,8 @@
         "method=rvae-ldem,num_em=30" [--checkpoint DIR [--checkpoint DIR2 ...]] [--json OUT.json]
 
 Each positional setting is a comma-separated list of overrides (values parsed as Python literals) of the
-settings class of its ``method`` (default ``udiffse``; :class:`jaxse.udiffse.PosteriorConfig` or, for the
-``rvae-*`` methods, :class:`jaxse.rvae_se.RVAEPosteriorConfig`) on top of the *reference* defaults: a
+settings class of its ``method`` (default ``udiffse``; :class:`jaxse.diffusion.udiffse.PosteriorConfig` or, for the
+``rvae-*`` methods, :class:`jaxse.rvae.posterior.RVAEPosteriorConfig`) on top of the *reference* defaults: a
 checkpoint's ``sampler_settings.json`` is not applied here, it is where the chosen result goes.
 ``chunk_frames=N`` sets the longest row the enhancer runs (longer files are cut into 50 %-overlapping
 chunks of N frames), e.g. to cap the rows at the length the prior was trained on.
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jaxse.audio import read_audio  # noqa: E402
 from jaxse.enhance import Enhancer, config_class, is_rvae_method, load_backend, make_config  # noqa: E402
-from jaxse.metrics import estoi, si_sdr  # noqa: E402
+from jaxse.evaluation.metrics import estoi, si_sdr  # noqa: E402
 
 ENHANCER_FIELDS = ("chunk_frames",)  # settings of the Enhancer rather than of the method
 

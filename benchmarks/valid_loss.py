@@ -33,7 +33,7 @@ def valid_loss(checkpoint, frames: int, valid_dir, num_valid: int = 80, batch: i
     ds = CleanSpeechDataset(valid_dir, sample_rate=spec.sample_rate, crop_frames=frames, spec=spec)
     p_eval = training.make_eval_step(model, spec, mesh)
     key = training._run_keys(seed)[training._KEY_VALID]
-    losses = [float(p_eval(variables, training.global_batch(b, mesh), jax.random.fold_in(key, i)))
+    losses = [float(p_eval(variables, training.global_batch({"waves": b}, mesh), jax.random.fold_in(key, i))["loss"])
               for i, b in enumerate(ds.valid_batches(batch, num_valid))]
     return {"checkpoint": str(checkpoint), "step": int(meta["step"]), "frames": int(frames),
             "valid_loss": float(np.mean(losses)), "num_valid": len(losses) * batch}

@@ -1,8 +1,8 @@
 """The RVAE speech model of the RVAE-based enhancement methods, trained with the reference recipe.
 
-Non-causal RVAE (``jaxse.nets.rvae``: BiLSTM 128 encoder features, z_dim 16, BiLSTM 128 decoder; 1,026,849
+Non-causal RVAE (``jaxse.rvae.net``: BiLSTM 128 encoder features, z_dim 16, BiLSTM 128 decoder; 1,026,849
 parameters, the size of the published ``RVAE_final_epoch294.pt``), trained as in Bie et al.'s DVAE_SE code
-(``jaxse.rvae_training`` has the details and the differences):
+(``jaxse.rvae.training`` has the details and the differences):
 
 * data: silence trimmed (``librosa.effects.trim(top_db=30)`` equivalent), 50-frame sequences of
   (50 − 1)·256 = 12544 samples each divided by its own peak, |STFT|² with the 1024-point sine window, hop 256;
@@ -40,7 +40,7 @@ def get_config():
         bidir_g_x=True,
         bidir_h=True,
     ))
-    # jaxse.rvae_spectral.RVAESpecConfig; the reference trains with torch.stft(center=True, pad_mode="reflect").
+    # jaxse.rvae.spectral.RVAESpecConfig; the reference trains with torch.stft(center=True, pad_mode="reflect").
     config.spec = ml_collections.ConfigDict(dict(n_fft=1024, hop_length=256, pad_mode="reflect"))
     config.rvae = ml_collections.ConfigDict(dict(beta=0.01, kl_warm_epochs=50, var_eps=1e-10))
 

@@ -98,6 +98,8 @@ def _existing_file(path) -> str:
         raise AudioError(f"{p}: no such file")
     if os.path.isdir(p):
         raise AudioError(f"{p}: is a directory, not an audio file")
+    if os.path.isfile(p) and os.path.getsize(p) == 0:  # libsndfile would only say "Format not recognised"
+        raise AudioError(f"{p}: empty file (0 bytes), not a readable audio file")
     return p
 
 
@@ -285,6 +287,15 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(dfd)
+
+
+def is_under(path, directory) -> bool:
+    """Whether ``path`` is ``directory`` or lies inside it (symbolic links resolved)."""
+    try:
+        Path(path).resolve().relative_to(Path(directory).resolve())
+        return True
+    except ValueError:
+        return False
 
 
 def find_audio_files(root, extensions=AUDIO_EXTENSIONS) -> list[Path]:

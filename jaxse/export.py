@@ -6,7 +6,7 @@ reads both. It is what ``python -m jaxse.convert`` writes for imported reference
 ships inside the package as the default prior.
 
 An RVAE training run (``configs/rvae.py``) is exported instead in the ``rvae.json`` + ``rvae_params.npz``
-format of :func:`jaxse.rvae_convert.load_rvae`, with a MODEL_CARD.md (:func:`export_rvae_run`).
+format of :func:`jaxse.rvae.convert.load_rvae`, with a MODEL_CARD.md (:func:`export_rvae_run`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 import jaxse
-from jaxse.models import ScoreModel, count_params
+from jaxse.pytree import count_params
+from jaxse import registry
+from jaxse.diffusion.models import ScoreModel
 from jaxse.spectral import SpecConfig
 from jaxse.training import METADATA_ITEM, STATE_ITEM
 
@@ -55,8 +57,9 @@ def export_training_variables(directory, model, variables, spec, step: int, vali
                               info: dict | None = None) -> Path:
     """Replace ``directory`` with the model of a running training (``training.export_dir``), atomically.
 
-    A diffusion prior is written by :func:`export_prior` (EMA variables, its validation loss and training
-    config in the metadata), an RVAE by :func:`jaxse.rvae_training.export_rvae`. The new export is written
+    The model's family writes the export (:meth:`jaxse.registry.Family.export`: a diffusion prior by
+    :func:`export_prior` with its EMA validation loss and training config in the metadata, an RVAE by
+    :func:`jaxse.rvae.training.export_rvae`). The new export is written
     beside ``directory`` and swapped in by renames, so an interrupted run leaves the previous export whole.
     """
     import shutil
@@ -67,17 +70,7 @@ def export_training_variables(directory, model, variables, spec, step: int, vali
     old = directory.with_name(directory.name + ".old")
     for leftover in (tmp, old):
         shutil.rmtree(leftover, ignore_errors=True)
-    train_config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    if getattr(model, "family", "ncsnpp") == "rvae":
-        from jaxse.rvae_training import export_rvae
-
-        info = dict(info or {})
-        extra = {"valid_loss": float(valid_loss), **{k: v for k, v in info.items() if k != "data"}}
-        export_rvae(tmp, variables["params"],
-                    _rvae_run_info(step, info.get("data", {}), train_config, spec.to_dict(), extra))
-    else:
-        export_prior(tmp, model, variables, spec, step=step,
-                     extra={"valid_loss_ema": float(valid_loss), "train_config": train_config, **(info or {})})
+    registry.family_of_model(model).export(tmp, model, variables, spec, step, valid_loss, config, info or {})
     if directory.exists():
         directory.rename(old)
     tmp.rename(directory)
@@ -113,18 +106,18 @@ def export_rvae_run(workdir, output, step: int, records: dict) -> Path:
 
     ``records``: the ``metrics.jsonl`` records by step (for the validation loss and its terms).
     """
-    from jaxse.rvae_training import export_rvae
+    from jaxse.rvae.training import export_rvae
     from jaxse.training import load_checkpoint
 
     _, variables, meta = load_checkpoint(Path(workdir) / "checkpoints" / str(step))
     rec = records.get(step, {})
-    info = _rvae_run_info(step, meta.get("data", {}), meta.get("config", {}), meta.get("spec"), {
+    info = rvae_run_info(step, meta.get("data", {}), meta.get("config", {}), meta.get("spec"), {
         "valid_loss": rec.get("valid/loss"), "valid_recon": rec.get("valid/recon"), "valid_kl": rec.get("valid/kl"),
         "valid_history": _history(records)})
     return export_rvae(output, jax.device_get(variables["params"]), info)
 
 
-def _rvae_run_info(step: int, data: dict, train_config: dict, spec, extra: dict) -> dict:
+def rvae_run_info(step: int, data: dict, train_config: dict, spec, extra: dict) -> dict:
     """The ``rvae.json`` info of an RVAE exported from a ``train.py`` run (a kept checkpoint or a running run)."""
     data = dict(data)
     data["corpus"] = _corpus_of(train_config.get("data", {}).get("train_dir"))
@@ -139,7 +132,7 @@ def main(argv=None) -> int:
     Without ``--step`` the kept checkpoint with the lowest EMA validation loss (from
     ``WORKDIR/metrics.jsonl``) is exported; its validation loss and training config go into the metadata.
     An RVAE run (no EMA) is written as ``rvae.json`` + ``rvae_params.npz`` + ``MODEL_CARD.md``, the format of
-    :func:`jaxse.rvae_convert.load_rvae`.
+    :func:`jaxse.rvae.convert.load_rvae`.
     """
     import argparse
     import json
@@ -173,7 +166,7 @@ def main(argv=None) -> int:
         print(f"error: step {step} is not among the kept checkpoints {kept}", file=sys.stderr)
         return 2
     train_meta = read_checkpoint_metadata(workdir / "checkpoints" / str(step))
-    if train_meta["model"].get("family") == "rvae":
+    if registry.family_name_of_metadata(train_meta) == "rvae":
         out = export_rvae_run(workdir, args.output, step, records)
         info = json.loads((out / "rvae.json").read_text())
         print(f"wrote {out}: RVAE step {step}, valid loss {valid.get(step)}, {info['num_params']:,} parameters")

@@ -1,7 +1,7 @@
 """The shape of a batched enhancement run: buckets, padding and masks, keys, device sharding, chunking.
 
-Everything here is about *where* utterances go, not about the method itself (:mod:`jaxse.udiffse`,
-:mod:`jaxse.rvae_se`; :mod:`jaxse.enhance` ties the two together):
+Everything here is about *where* utterances go, not about the method itself (:mod:`jaxse.diffusion.udiffse`,
+:mod:`jaxse.rvae.posterior`; :mod:`jaxse.enhance` ties the two together):
 
 * **Buckets.** Frame counts are padded to a small set of sizes (:func:`bucket_sizes`: multiples of the
   pad multiple 64 and of the network's frame multiple, in half-octave steps up to the chunk size), and batches have a
@@ -13,7 +13,7 @@ Everything here is about *where* utterances go, not about the method itself (:mo
   :func:`jaxse.spectral.spec_to_wave` without the reference's tail quirk (frames past the utterance are
   dropped before the inverse STFT, so the end is not attenuated). Both are the diffusion prior's compression
   around :func:`batched_stft` / :func:`batched_istft`, the same thing for any window and STFT setting (the
-  RVAE methods use them directly, with the sine window of :mod:`jaxse.rvae_spectral` and no compression).
+  RVAE methods use them directly, with the sine window of :mod:`jaxse.rvae.spectral` and no compression).
 * **Keys.** Each utterance (chunk) draws its noise from its own key, derived from ``(seed, hash of its
   identity, chunk index)`` (:func:`key_data`, :func:`derive_key`), so a result depends neither on the
   batch it landed in nor on the number of devices.
@@ -117,13 +117,20 @@ def frame_mask(lengths, num_frames: int, cfg: SpecConfig):
     return (t[None, :] < num_frames_of(jnp.asarray(lengths), cfg)[:, None]).astype(jnp.float32)
 
 
+def _window(cfg, window) -> np.ndarray:
+    if window is not None:
+        return np.asarray(window, np.float64)
+    return cfg.window(np.float64) if hasattr(cfg, "window") else hann_window(cfg.n_fft, dtype=np.float64)
+
+
 def batched_stft(waves, lengths, num_frames: int, cfg, window=None):
     """Plain (uncompressed) centred STFTs of zero-padded rows, as if each row were transformed on its own.
 
     ``waves`` (U, L) real, ``lengths`` (U,) int with ``1 + lengths // hop <= num_frames`` (and ``cfg.n_fft // 2 <
     lengths`` for reflect padding). ``cfg`` is any STFT setting with ``n_fft`` and ``hop_length`` and optionally
     ``pad_mode`` (``"reflect"``, the default, or ``"constant"``): :class:`jaxse.spectral.SpecConfig` or
-    :class:`jaxse.rvae_spectral.RVAESpecConfig`. ``window`` (n_fft,) defaults to the periodic Hann window.
+    :class:`jaxse.rvae.spectral.RVAESpecConfig`. ``window`` (n_fft,) defaults to ``cfg.window()`` (the periodic
+    Hann window when ``cfg`` has none).
     Returns ``(spec (U, F, num_frames) complex, mask (U, num_frames))``: row ``u`` equals the STFT of
     ``waves[u, :lengths[u]]`` followed by zero frames, computed with static shapes: the padding at the end of
     each row (reflection about its last sample, or zeros) is an index computation on its length.
@@ -145,7 +152,7 @@ def batched_stft(waves, lengths, num_frames: int, cfg, window=None):
 
     frames = jax.vmap(one)(waves, jnp.asarray(lengths))  # (U, T, n_fft)
     rdt = jnp.float64 if waves.dtype == jnp.float64 else jnp.float32
-    w = hann_window(n_fft, dtype=np.float64) if window is None else np.asarray(window, np.float64)
+    w = _window(cfg, window)
     spec = jnp.swapaxes(jnp.fft.rfft(frames * jnp.asarray(w, dtype=rdt), n=n_fft, axis=-1), -1, -2)  # (U, F, T)
     mask = frame_mask(lengths, num_frames, cfg)
     return spec * mask[:, None, :], mask
@@ -164,7 +171,7 @@ def batched_istft(spec, lengths, row_length: int, cfg, window=None):
     lengths = jnp.asarray(lengths)
     mask = frame_mask(lengths, num_frames, cfg)  # (U, T)
     rdt = jnp.float64 if spec.dtype == jnp.complex128 else jnp.float32
-    w = hann_window(n_fft, dtype=np.float64) if window is None else np.asarray(window, np.float64)
+    w = _window(cfg, window)
     spec = spec * mask[:, None, :]
     frames = jnp.fft.irfft(jnp.swapaxes(spec, -1, -2), n=n_fft, axis=-1) * jnp.asarray(w, dtype=rdt)  # (U, T, n_fft)
     total = n_fft + hop * (num_frames - 1)
@@ -269,14 +276,21 @@ def derive_key(data):
 # ------------------------------------------------------------------------------------------ devices
 
 
-def make_mesh(devices=None) -> Mesh:
-    """A 1-D mesh over ``devices`` (default: all) with the utterance axis :data:`AXIS`."""
+def make_mesh(devices=None, axis: str = AXIS) -> Mesh:
+    """A 1-D mesh over ``devices`` (default: all devices of all processes) with the one axis ``axis``.
+
+    Devices are ordered by (process, id), so that process ``p`` holds the ``p``-th contiguous block of a
+    batch split along the axis (training loads exactly those rows on each process). Enhancement uses the
+    utterance axis :data:`AXIS`, training the data axis of :mod:`jaxse.training`.
+    """
     devices = jax.devices() if devices is None else list(devices)
-    return Mesh(np.asarray(devices), (AXIS,))
+    devices = sorted(devices, key=lambda d: (d.process_index, d.id))
+    return Mesh(np.asarray(devices), (axis,))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, PartitionSpec(AXIS))
+    """Arrays split along their leading axis over the mesh's (one) axis."""
+    return NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -291,8 +305,9 @@ def utterance_map(fn: Callable, mesh: Mesh, num_args: int, replicated_argnums: S
     count. ``fn`` sees the local rows only and must treat rows independently.
     """
     rep = set(replicated_argnums)
-    in_specs = tuple(PartitionSpec() if i in rep else PartitionSpec(AXIS) for i in range(num_args))
-    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=PartitionSpec(AXIS), check_vma=False)
+    axis = mesh.axis_names[0]
+    in_specs = tuple(PartitionSpec() if i in rep else PartitionSpec(axis) for i in range(num_args))
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=PartitionSpec(axis), check_vma=False)
 
 
 # ------------------------------------------------------------------------------------------- chunks

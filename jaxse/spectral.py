@@ -1,7 +1,12 @@
-"""STFT / iSTFT and the compressing amplitude transform used by the diffusion prior.
+"""The one STFT / iSTFT of the package, and the compressing amplitude transform of the diffusion prior.
 
 All functions are pure and jit-safe, and accept arbitrary leading batch dimensions:
 waveforms are ``(..., L)`` and spectrograms ``(..., F, T)`` (frequency, then frames).
+
+:func:`stft` / :func:`istft` take any settings object with ``n_fft``, ``hop_length``, ``num_frames(length)``,
+``window()`` (the analysis/synthesis window) and optionally ``pad_mode`` (``"reflect"``, the default, or
+``"constant"``): :class:`SpecConfig` here (periodic Hann), :class:`jaxse.rvae.spectral.RVAESpecConfig` (sine
+window) for the RVAE. The batched form over zero-padded rows is :func:`jaxse.parallel.batched_stft`.
 
 The defaults reproduce the reference data module: n_fft 510 (256 bins), hop 128, periodic Hann,
 centred frames with reflect padding, and the compressing transform ``0.15·|X|^0.5·e^{i∠X}``.
@@ -50,6 +55,10 @@ class SpecConfig:
         """Samples whose centred STFT has exactly ``num_frames`` frames (the training crop length)."""
         return (int(num_frames) - 1) * self.hop_length
 
+    def window(self, dtype=np.float64) -> np.ndarray:
+        """The periodic Hann window of ``n_fft`` samples."""
+        return hann_window(self.n_fft, dtype=dtype)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -69,18 +78,20 @@ def _real_dtype(x):
 
 
 def stft(x, cfg: SpecConfig = DEFAULT_SPEC):
-    """Centred STFT with reflect padding: ``(..., L)`` real -> ``(..., F, 1 + L // hop)`` complex."""
+    """Centred STFT: ``(..., L)`` real -> ``(..., F, 1 + L // hop)`` complex, with ``cfg``'s window and end
+    padding (``cfg.pad_mode``: ``"reflect"``, the default, or ``"constant"``)."""
     x = jnp.asarray(x)
     n_fft, hop = cfg.n_fft, cfg.hop_length
+    pad_mode = getattr(cfg, "pad_mode", "reflect")
     length = x.shape[-1]
     pad = n_fft // 2
-    if length <= pad:
-        raise ValueError(f"signal of {length} samples is too short for a centred STFT with n_fft={n_fft}")
+    if pad_mode == "reflect" and length <= pad:
+        raise ValueError(f"signal of {length} samples is too short for a reflect-padded STFT with n_fft={n_fft}")
     pad_width = [(0, 0)] * (x.ndim - 1) + [(pad, pad)]
-    xp = jnp.pad(x, pad_width, mode="reflect")
+    xp = jnp.pad(x, pad_width, mode=pad_mode)
     n_frames = cfg.num_frames(length)
     idx = np.arange(n_frames)[:, None] * hop + np.arange(n_fft)[None, :]
-    window = jnp.asarray(hann_window(n_fft, dtype=np.float64), dtype=_real_dtype(x))
+    window = jnp.asarray(cfg.window(np.float64), dtype=_real_dtype(x))
     frames = xp[..., idx] * window  # (..., T, n_fft)
     spec = jnp.fft.rfft(frames, n=n_fft, axis=-1)  # (..., T, F)
     return jnp.swapaxes(spec, -1, -2)
@@ -96,13 +107,14 @@ def istft(spec, length: int, cfg: SpecConfig = DEFAULT_SPEC):
     n_fft, hop = cfg.n_fft, cfg.hop_length
     n_frames = spec.shape[-1]
     rdt = _real_dtype(spec)
-    window = jnp.asarray(hann_window(n_fft, dtype=np.float64), dtype=rdt)
+    w = cfg.window(np.float64)
+    window = jnp.asarray(w, dtype=rdt)
     frames = jnp.fft.irfft(jnp.swapaxes(spec, -1, -2), n=n_fft, axis=-1) * window  # (..., T, n_fft)
     total = n_fft + hop * (n_frames - 1)
     idx = np.arange(n_frames)[:, None] * hop + np.arange(n_fft)[None, :]
     out = jnp.zeros(spec.shape[:-2] + (total,), dtype=rdt).at[..., idx].add(frames)
     # (np.add.at with broadcast values crashes numpy 2.4; bincount computes the same sum)
-    w2 = np.broadcast_to(hann_window(n_fft, dtype=np.float64) ** 2, idx.shape)
+    w2 = np.broadcast_to(w**2, idx.shape)
     env = np.bincount(idx.ravel(), weights=w2.ravel(), minlength=total)
     env = jnp.asarray(np.where(env > 1e-11, env, 1.0), dtype=rdt)
     out = out / env

@@ -48,7 +48,7 @@ Validation loss and checkpoints are also produced at the last step, whatever the
 
 Model families (``config.model.family``, default ``"ncsnpp"``): the same loop, state, parallelism,
 checkpoints, logging and resume also train the RVAE speech model (``"rvae"``, ``configs/rvae.py``), whose
-loss, step and settings live in :mod:`jaxse.rvae_training`. Per family: :func:`model_from_config` and
+loss, step and settings live in :mod:`jaxse.rvae.training`. Per family: :func:`model_from_config` and
 :func:`spec_from_config` build the model and its STFT settings, :func:`make_train_step` /
 :func:`make_eval_step` pick the step, the data set gets the family's options (silence trimming, chunk
 sampling and validation), and the RVAE's TrainState has ``ema_params = None`` (no EMA). Options used by the
@@ -98,19 +98,15 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import jaxse
-from jaxse.models import ScoreModel, count_params
-from jaxse.nets.ncsnpp import NCSNppConfig
-from jaxse.sde import OUVESDE, expand_t
-from jaxse.spectral import SpecConfig, spec_to_wave, wave_to_spec
+from jaxse import registry
+from jaxse.parallel import batch_sharding, replicated
+from jaxse.pytree import count_params
 
 logger = logging.getLogger(__name__)
 
 DATA_AXIS = "data"
 STATE_ITEM = "state"
 METADATA_ITEM = "metadata"
-# Network output scaling implied by each parameterisation (see jaxse.models).
-OUTPUT_SCALING = {"udiffse": "1/t", "noise": "none"}
-FAMILIES = ("ncsnpp", "rvae")
 # Train metrics logged as their latest value rather than averaged over the logging interval.
 _LAST_VALUE_METRICS = ("ema_decay", "kl_weight")
 
@@ -154,17 +150,9 @@ class TrainState:
 # ------------------------------------------------------------------------------ config -> objects
 
 
-def model_family(config) -> str:
-    """``config.model.family``: ``"ncsnpp"`` (the diffusion prior; the default when absent) or ``"rvae"``."""
-    family = config.model.get("family", "ncsnpp")
-    if family not in FAMILIES:
-        raise ValueError(f"config.model.family must be one of {FAMILIES}, got {family!r}")
-    return family
-
-
 def uses_ema(model) -> bool:
-    """Whether the model family keeps an EMA of the parameters (the diffusion prior does, the RVAE not)."""
-    return bool(getattr(model, "uses_ema", True))
+    """Whether the model's family keeps an EMA of the parameters (the diffusion prior does, the RVAE not)."""
+    return registry.family_of_model(model).uses_ema
 
 
 def eval_variables(state: TrainState, model) -> dict:
@@ -173,37 +161,13 @@ def eval_variables(state: TrainState, model) -> dict:
 
 
 def model_from_config(config):
-    """The model of ``config.model``: a :class:`ScoreModel` (family ``"ncsnpp"``) or an RVAE model.
-
-    Family ``"ncsnpp"``: the NCSN++ fields + ``parameterization``, and ``config.sde``; ``output_scaling`` of the
-    network follows from the parameterisation ("udiffse" -> "1/t", "noise" -> "none"). Family ``"rvae"``:
-    :meth:`jaxse.rvae_training.RVAEModel.from_config`.
-    """
-    if model_family(config) == "rvae":
-        from jaxse.rvae_training import RVAEModel
-
-        return RVAEModel.from_config(config)
-    m = config.model
-    parameterization = m.parameterization
-    if parameterization not in OUTPUT_SCALING:
-        raise ValueError(
-            f"config.model.parameterization must be one of {tuple(OUTPUT_SCALING)}, got {parameterization!r}")
-    net_fields = {f.name for f in dataclasses.fields(NCSNppConfig)} - {"output_scaling"}
-    unknown = set(m.keys()) - net_fields - {"parameterization", "family"}
-    if unknown:
-        raise ValueError(f"unknown config.model fields: {sorted(unknown)}")
-    net_kw = {k: m[k] for k in m.keys() if k in net_fields}
-    net = NCSNppConfig(output_scaling=OUTPUT_SCALING[parameterization], **net_kw)
-    return ScoreModel(net=net, parameterization=parameterization, sde=OUVESDE(**dict(config.sde)))
+    """The model of ``config.model`` built by its family (``config.model.family``, :mod:`jaxse.registry`)."""
+    return registry.family_of_config(config).model_from_config(config)
 
 
 def spec_from_config(config):
-    """:class:`SpecConfig` of ``config.spec`` at ``config.data.sample_rate`` (the RVAE's ``RVAESpecConfig``)."""
-    if model_family(config) == "rvae":
-        from jaxse.rvae_training import spec_from_config as rvae_spec
-
-        return rvae_spec(config)
-    return SpecConfig(sample_rate=int(config.data.sample_rate), **dict(config.spec))
+    """The spectral settings of ``config.spec`` at ``config.data.sample_rate``, as the family defines them."""
+    return registry.family_of_config(config).spec_from_config(config)
 
 
 def optimizer_from_config(config) -> optax.GradientTransformation:
@@ -239,49 +203,6 @@ def ema_update(ema_params, params, decay):
     return jax.tree.map(lambda e, p: e - (one_minus * (e - p)).astype(e.dtype), ema_params, params)
 
 
-def dsm_loss(model: ScoreModel, variables, x0, key):
-    """Denoising score matching loss of the reference (σ²-weighted): ``(loss, per_example)``.
-
-    ``x0`` complex ``(B, F, T)``; ``key`` gives ``t ~ U(t_eps, T)`` (one per example) and the complex noise.
-    ``per_example = 0.5·Σ_{F,T}|σ(t)·score(x_t, t) + z|²`` and ``loss`` is its batch mean.
-    """
-    sde = model.sde
-    rdt = jnp.float64 if x0.dtype == jnp.complex128 else jnp.float32
-    k_t, k_z = jax.random.split(key)
-    t = jax.random.uniform(k_t, (x0.shape[0],), rdt, minval=sde.t_eps, maxval=sde.T)
-    x_t, z, std = sde.perturb(k_z, x0, t)
-    score = model.score(variables, x_t, t)
-    err = score * expand_t(std, score) + z
-    per_example = 0.5 * jnp.sum(jnp.real(err) ** 2 + jnp.imag(err) ** 2, axis=tuple(range(1, err.ndim)))
-    return jnp.mean(per_example), per_example
-
-
-def train_step(state: TrainState, waves, *, model: ScoreModel, spec: SpecConfig,
-               tx: optax.GradientTransformation, ema_decay: float):
-    """One optimizer step on a batch of peak-normalised waveform crops ``(B, L)``: ``(new_state, metrics)``."""
-    key = jax.random.fold_in(state.key, state.step)
-    x0 = wave_to_spec(waves, spec)
-
-    def loss_fn(params):
-        loss, _ = dsm_loss(model, {"params": params, "constants": state.constants}, x0, key)
-        return loss
-
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    decay = ema_decay_at(state.step + 1, ema_decay)
-    ema_params = ema_update(state.ema_params, params, decay)
-    new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "ema_decay": decay}
-    return new_state, metrics
-
-
-def eval_step(variables, waves, key, *, model: ScoreModel, spec: SpecConfig):
-    """Mean DSM loss of ``variables`` on a batch, with the draws fixed by ``key`` (no update)."""
-    loss, _ = dsm_loss(model, variables, wave_to_spec(waves, spec), key)
-    return loss
-
-
 # ---------------------------------------------------------------------------------- state creation
 
 
@@ -289,7 +210,7 @@ def _run_keys(seed: int):
     return jax.random.split(jax.random.PRNGKey(int(seed)), 4)
 
 
-def init_train_state(model: ScoreModel, tx: optax.GradientTransformation, seed: int, num_bins: int = 256) -> TrainState:
+def init_train_state(model, tx: optax.GradientTransformation, seed: int, num_bins: int = 256) -> TrainState:
     """A fresh :class:`TrainState` (traceable; :func:`create_train_state` jits it onto a mesh)."""
     keys = _run_keys(seed)
     variables = model.init(keys[_KEY_INIT], num_bins)
@@ -331,24 +252,7 @@ def warm_start_state(state: TrainState, model, source, mesh: Mesh, steps_per_epo
     warm-up is counted in epochs, and the data may differ from the source's). The source's architecture
     must equal ``model``'s: ``ValueError`` otherwise.
     """
-    source = Path(source)
-    if getattr(model, "family", "ncsnpp") == "rvae":
-        from jaxse.rvae_convert import CONFIG_FILE, load_rvae
-
-        cfg, params = load_rvae(source)
-        if cfg != model.cfg:
-            raise ValueError(f"training.init_from={source}: its RVAE ({cfg}) differs from the config's ({model.cfg})")
-        info = json.loads((source / CONFIG_FILE).read_text()) if (source / CONFIG_FILE).is_file() else {}
-        step = int(info.get("step") or 0)
-        if info.get("epoch") is not None and steps_per_epoch:
-            step = int(round(float(info["epoch"]) * int(steps_per_epoch)))
-        variables = {"params": params}
-    else:
-        src_model, variables, info = load_checkpoint(source)
-        if src_model.to_dict() != model.to_dict():
-            raise ValueError(f"training.init_from={source}: its model {src_model.to_dict()} differs from the "
-                             f"config's {model.to_dict()}")
-        step = int(info.get("step") or 0)
+    variables, step = registry.family_of_model(model).warm_start(model, Path(source), steps_per_epoch)
     rep = replicated(mesh)
     host = jax.tree.map(np.asarray, jax.device_get(variables["params"]))
     # Separate device buffers for params and EMA (the train step donates the whole state).
@@ -356,33 +260,26 @@ def warm_start_state(state: TrainState, model, source, mesh: Mesh, steps_per_epo
     if state.ema_params is not None:
         changes["ema_params"] = jax.device_put(host, rep)
         changes["constants"] = jax.device_put(jax.device_get(variables["constants"]), rep)
-    return state.replace(**changes), {"source": str(source), "step": step}
+    return state.replace(**changes), {"source": str(Path(source)), "step": step}
 
 
 # ------------------------------------------------------------------------------------ parallelism
 
 
 def make_mesh(devices=None) -> Mesh:
-    """1-D mesh ``("data",)`` over ``devices`` (default: all devices of all processes).
+    """1-D mesh ``("data",)`` over ``devices`` (default: all devices of all processes), ordered by (process, id)
+    so that process ``p`` holds the ``p``-th contiguous block of the global batch, i.e. exactly the rows
+    ``CleanSpeechDataset.train_batch(..., process_index=p)`` loads (:func:`jaxse.parallel.make_mesh`)."""
+    from jaxse import parallel
 
-    Devices are ordered by (process, id) so that process ``p`` holds the ``p``-th contiguous block of the
-    global batch, i.e. exactly the rows ``CleanSpeechDataset.train_batch(..., process_index=p)`` loads.
-    """
-    devices = jax.devices() if devices is None else list(devices)
-    devices = sorted(devices, key=lambda d: (d.process_index, d.id))
-    return Mesh(np.array(devices), (DATA_AXIS,))
+    return parallel.make_mesh(devices, axis=DATA_AXIS)
 
 
-def replicated(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, PartitionSpec())
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-
-
-def global_batch(local_rows: np.ndarray, mesh: Mesh) -> jax.Array:
-    """The global batch (sharded along ``"data"``) from this process's rows (all processes call this)."""
+def global_batch(local_rows, mesh: Mesh):
+    """The global batch (sharded along ``"data"``) from this process's rows (all processes call this); a dict
+    of row arrays (a family's batch fields) gives the dict of global arrays."""
+    if isinstance(local_rows, dict):
+        return {k: global_batch(v, mesh) for k, v in local_rows.items()}
     local_rows = np.asarray(local_rows)
     n_proc = len({d.process_index for d in mesh.devices.flat})
     global_shape = (local_rows.shape[0] * n_proc,) + local_rows.shape[1:]
@@ -406,52 +303,26 @@ def to_host(x) -> np.ndarray:
 
 
 def make_train_step(model, spec, tx, ema_decay: float, mesh: Mesh, objective=None) -> Callable:
-    """Jitted ``(state, waves) -> (state, metrics)``: batch sharded on ``"data"``, state replicated and donated.
-
-    For the RVAE family, ``objective`` (:class:`jaxse.rvae_training.RVAEObjective`, default: its defaults, i.e.
-    one step per epoch) gives the loss settings and ``ema_decay`` is unused.
-    """
-    if getattr(model, "family", "ncsnpp") == "rvae":
-        from jaxse import rvae_training
-
-        objective = rvae_training.RVAEObjective() if objective is None else objective
-        fn = functools.partial(rvae_training.train_step, spec=spec, tx=tx, objective=objective)
-    else:
-        fn = functools.partial(train_step, model=model, spec=spec, tx=tx, ema_decay=float(ema_decay))
+    """Jitted ``(state, batch) -> (state, metrics)`` of the model's family; ``batch`` is a dict of arrays
+    (``{"waves": (B, L)}`` for the clean-speech families) sharded on ``"data"``, the state replicated and
+    donated. ``objective``: the family's loss settings (:meth:`jaxse.registry.Family.objective`; ``None``:
+    its defaults); ``ema_decay`` is unused by a family without EMA."""
+    fn = registry.family_of_model(model).train_step(model, spec, tx, float(ema_decay), objective)
     rep = replicated(mesh)
     return jax.jit(fn, in_shardings=(rep, batch_sharding(mesh)), out_shardings=(rep, rep), donate_argnums=(0,))
 
 
 def make_eval_step(model, spec, mesh: Mesh, objective=None) -> Callable:
-    """Jitted ``(variables, waves, key) -> loss`` (replicated scalar; the RVAE: ``{"loss", "recon", "kl"}``)."""
-    if getattr(model, "family", "ncsnpp") == "rvae":
-        from jaxse import rvae_training
-
-        objective = rvae_training.RVAEObjective() if objective is None else objective
-        fn = functools.partial(rvae_training.eval_step, spec=spec, objective=objective)
-    else:
-        fn = functools.partial(eval_step, model=model, spec=spec)
+    """Jitted ``(variables, batch, key) -> {"loss": scalar, ...}`` (replicated) of the model's family."""
+    fn = registry.family_of_model(model).eval_step(model, spec, objective)
     rep = replicated(mesh)
     return jax.jit(fn, in_shardings=(rep, batch_sharding(mesh), rep), out_shardings=rep)
 
 
-def make_sample_fn(model: ScoreModel, spec: SpecConfig, mesh: Mesh, num_samples: int, num_frames: int,
-                   pc_config=None) -> Callable:
-    """Jitted ``(variables, key) -> waves (num_samples, crop_length(num_frames))``: prior samples.
-
-    Runs :func:`jaxse.samplers.sample` (default preset ``UDIFFSE_PC``) from the prior and inverts the
-    spectrogram transform. The output is replicated (every process gets the same waves).
-    """
-    from jaxse import samplers
-
-    cfg = samplers.UDIFFSE_PC if pc_config is None else pc_config
-    shape = (int(num_samples), spec.num_bins, int(num_frames))
-    length = spec.crop_length(num_frames)
-
-    def fn(variables, key):
-        x, _ = samplers.sample(key, model.score_fn(variables), model.sde, cfg, shape)
-        return spec_to_wave(x, length, spec)
-
+def make_sample_fn(model, spec, mesh: Mesh, config, pc_config=None) -> Callable:
+    """Jitted ``(variables, key) -> waves (num_samples, crop_length(num_frames))`` of ``config.sampling``:
+    prior samples of a family with a sampler (replicated: every process gets the same waves)."""
+    fn = registry.family_of_model(model).sample_fn(model, spec, config, pc_config)
     rep = replicated(mesh)
     return jax.jit(fn, in_shardings=(rep, rep), out_shardings=rep)
 
@@ -585,16 +456,15 @@ def read_checkpoint_metadata(path_or_workdir, step: int | None = None) -> dict:
         return _restore_metadata(mngr, _latest(mngr, found_step if step is None else step))
 
 
-def load_checkpoint(path_or_workdir, step: int | None = None, device=None):
-    """Load a trained prior for inference: ``(model, variables_ema, metadata)``.
+def load_checkpoint(path_or_workdir, step: int | None = None, device=None, family: str | None = None):
+    """Load a trained model for inference: ``(model, variables, metadata)``.
 
     ``path_or_workdir``: a training workdir (its latest checkpoint), its ``checkpoints`` folder, or one
-    ``checkpoints/<step>`` folder. The model is rebuilt from the checkpoint's metadata (no config file
-    needed); ``variables_ema = {"params": EMA params, "constants": ...}`` is placed on ``device``
-    (default: the first local device). Only these two subtrees are read (not the optimizer state).
-    For an RVAE checkpoint (metadata ``model.family == "rvae"``) the model is a
-    :class:`jaxse.rvae_training.RVAEModel` and the variables are ``{"params": params, "constants": {}}``
-    (it has no EMA).
+    ``checkpoints/<step>`` folder (also an exported prior). The model is rebuilt by the family its metadata
+    records (``model.family``; the diffusion prior for checkpoints from before the record) without a config
+    file; only the subtree inference needs is read (the EMA parameters and constants of the diffusion prior,
+    the parameters of the RVAE; not the optimizer state) and placed on ``device`` (default: the first local
+    device). With ``family``, a checkpoint of another family is a :class:`jaxse.registry.RegistryError`.
     """
     directory, found_step = _resolve_checkpoint(path_or_workdir)
     device = jax.local_devices()[0] if device is None else device
@@ -602,29 +472,17 @@ def load_checkpoint(path_or_workdir, step: int | None = None, device=None):
     with _read_only_manager(directory) as mngr:
         step = _latest(mngr, found_step if step is None else step)
         meta = _restore_metadata(mngr, step)
-        if meta["model"].get("family") == "rvae":
-            return _load_rvae_checkpoint(mngr, step, meta, sharding)
-        model = ScoreModel.from_dict(meta["model"])
-        shapes = model.abstract_variables(int(meta.get("num_bins", SpecConfig(**meta["spec"]).num_bins)))
-        target = {"ema_params": shapes["params"], "constants": shapes["constants"]}
-        target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), target)
+        name = registry.family_name_of_metadata(meta)
+        if family is not None:
+            registry.check_family(name, family, path_or_workdir)
+        fam = registry.family(name)
+        model = fam.model_from_dict(meta["model"])
+        target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                              fam.restore_target(model, meta))
         restore_args = ocp.checkpoint_utils.construct_restore_args(target)
         args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
         restored = mngr.restore(step, args=ocp.args.Composite(**{STATE_ITEM: args}))[STATE_ITEM]
-    variables = {"params": restored["ema_params"], "constants": restored["constants"]}
-    return model, variables, meta
-
-
-def _load_rvae_checkpoint(mngr: ocp.CheckpointManager, step: int, meta: dict, sharding):
-    from jaxse.rvae_training import RVAEModel
-
-    model = RVAEModel.from_dict(meta["model"])
-    target = {"params": model.abstract_variables()["params"]}
-    target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), target)
-    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
-    args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
-    restored = mngr.restore(step, args=ocp.args.Composite(**{STATE_ITEM: args}))[STATE_ITEM]
-    return model, {"params": restored["params"], "constants": {}}, meta
+    return model, fam.inference_variables(restored), meta
 
 
 # ------------------------------------------------------------------------------------ multi-host
@@ -663,40 +521,18 @@ def validate_config(config, model, mesh: Mesh) -> None:
     n_dev = mesh.devices.size
     _check_divisible("training.batch_size", int(tc.batch_size), n_dev, "number of devices")
     _check_divisible("training.eval_batch_size", int(tc.eval_batch_size), n_dev, "number of devices")
-    mult = int(getattr(model, "frame_multiple", None) or model.net.frame_multiple)
+    mult = int(model.frame_multiple)
     _check_divisible("data.crop_frames", int(config.data.crop_frames), mult, "network's frame multiple")
     _check_divisible("data.valid_frames", valid_frames(config), mult, "network's frame multiple")
     for after, frames, batch in crop_phases(config):
         _check_divisible(f"data.crop_schedule frames (after step {after})", frames, mult, "network's frame multiple")
         _check_divisible(f"data.crop_schedule batch (after step {after})", batch, n_dev, "number of devices")
-    rvae = getattr(model, "family", "ncsnpp") == "rvae"
-    if int(tc.sample_every) > 0:
-        if rvae:
-            raise ValueError("training.sample_every must be 0 for the RVAE (it has no prior sampler)")
-        _check_divisible("sampling.num_frames", int(config.sampling.num_frames), mult, "network's frame multiple")
     if int(tc.num_steps) < 0:
         raise ValueError(f"training.num_steps must be >= 0, got {tc.num_steps}")
-    if rvae and (len(crop_phases(config)) > 1 or valid_frames(config) != int(config.data.crop_frames)):
-        raise ValueError("data.crop_schedule and data.valid_frames are for the diffusion prior (the RVAE's "
-                         "silence-trimmed data set depends on its crop length)")
     if str(tc.get("export_dir", "") or "") and jax.process_count() > 1:
         raise ValueError("training.export_dir works in single-process runs; in a multi-process run export "
                          "with python -m jaxse.export WORKDIR")
-    if rvae:
-        bins = spec_from_config(config).num_bins
-        if bins != model.cfg.x_dim:
-            raise ValueError(f"config.model.x_dim={model.cfg.x_dim} differs from the {bins} bins of config.spec")
-
-
-def _pc_config(config):
-    from jaxse import samplers
-
-    sc = config.sampling
-    changes = {"num_steps": int(sc.num_steps)}
-    for name in ("snr", "corrector_steps"):
-        if name in sc:
-            changes[name] = sc[name]
-    return samplers.UDIFFSE_PC.replace(**changes)
+    registry.family_of_model(model).validate_config(config, model)
 
 
 def _due(step: int, every: int, last: int) -> bool:
@@ -775,9 +611,9 @@ def train_and_evaluate(config, workdir) -> TrainState:
     if lead:
         workdir.mkdir(parents=True, exist_ok=True)
 
-    model = model_from_config(config)
-    rvae = model_family(config) == "rvae"
-    spec = spec_from_config(config)
+    family = registry.family_of_config(config)
+    model = family.model_from_config(config)
+    spec = family.spec_from_config(config)
     tx = optimizer_from_config(config)
     mesh = make_mesh()
     validate_config(config, model, mesh)
@@ -791,14 +627,11 @@ def train_and_evaluate(config, workdir) -> TrainState:
     phase_data = {frames: train_ds.with_crop_frames(frames) for _, frames, _ in phases}
     steps_per_epoch = max(1, math.ceil(train_ds.total_chunks / batch_size))
     num_steps = _run_length(config, steps_per_epoch)
-    objective = None
+    objective = family.objective(config, steps_per_epoch)
     extra_meta: dict = {}
-    if rvae:
-        from jaxse.rvae_training import RVAEObjective
-
-        objective = RVAEObjective.from_config(config, steps_per_epoch)
-        extra_meta["data"] = {"train_files": len(train_ds), "train_hours": train_ds.total_duration / 3600,
-                              "train_chunks": train_ds.total_chunks, "steps_per_epoch": steps_per_epoch}
+    data_info = family.data_info(train_ds, steps_per_epoch)
+    if data_info:
+        extra_meta["data"] = data_info
 
     keep_best = bool(tc.get("keep_best", False))
     manager = checkpoint_manager(workdir, keep=int(tc.keep_checkpoints), keep_best=keep_best)
@@ -843,12 +676,11 @@ def train_and_evaluate(config, workdir) -> TrainState:
     keys = _run_keys(seed)
     sample_fn = None
     if int(tc.sample_every) > 0:
-        sample_fn = make_sample_fn(model, spec, mesh, int(config.sampling.num_samples),
-                                   int(config.sampling.num_frames), _pc_config(config))
+        sample_fn = make_sample_fn(model, spec, mesh, config)
 
     patience_epochs = int(tc.get("early_stop_patience_epochs", 0))
     patience_steps = patience_epochs * steps_per_epoch if patience_epochs > 0 else None
-    warmup_steps = objective.warmup_steps if objective is not None else 0
+    warmup_steps = int(getattr(objective, "warmup_steps", 0))  # e.g. the RVAE's KL warm-up
 
     def patience_over(step) -> bool:
         """Early stopping: no validation improvement for ``patience_steps`` (not counting the KL warm-up)."""
@@ -859,7 +691,7 @@ def train_and_evaluate(config, workdir) -> TrainState:
     writer = MetricWriter(workdir, enabled=lead, resume_step=start)
     bar = ProgressBar(num_steps, initial=start, enabled=lead)
     if lead:
-        epochs = f", {steps_per_epoch} steps/epoch ({train_ds.total_chunks} chunks)" if rvae else ""
+        epochs = f", {steps_per_epoch} steps/epoch ({train_ds.total_chunks} chunks)" if family.counts_epochs else ""
         crops = f"batch {batch_size}" if len(phases) == 1 else "crops " + ", ".join(
             f"{f}x{b} after {a}" for a, f, b in phases)
         bar.write(f"jaxse {jaxse.__version__}: {n_params / 1e6:.2f}M params, {mesh.devices.size} device(s) "
@@ -877,9 +709,8 @@ def train_and_evaluate(config, workdir) -> TrainState:
         if valid is None:
             return None
         variables = eval_variables(state, model)
-        outs = [p_eval(variables, global_batch(b, mesh), jax.random.fold_in(keys[_KEY_VALID], i))
+        outs = [p_eval(variables, global_batch({"waves": b}, mesh), jax.random.fold_in(keys[_KEY_VALID], i))
                 for i, b in enumerate(valid)]
-        outs = [o if isinstance(o, dict) else {"loss": o} for o in outs]
         scalars = {f"valid/{k}": float(np.mean([to_host(o[k]) for o in outs])) for k in outs[0]}
         writer.write_scalars(step, scalars)
         return scalars["valid/loss"]
@@ -925,7 +756,7 @@ def train_and_evaluate(config, workdir) -> TrainState:
                 break
             _, frames, batch_size = phase_at(phases, step)
             local = phase_data[frames].train_batch(seed, step - 1, batch_size, pidx, pcount)
-            state, metrics = p_train(state, global_batch(local, mesh))
+            state, metrics = p_train(state, global_batch({"waves": local}, mesh))
             pending.append(metrics)
             if prev is not None:  # keep one step in flight: data loading overlaps compute, memory bounded
                 jax.block_until_ready(prev)
@@ -937,7 +768,7 @@ def train_and_evaluate(config, workdir) -> TrainState:
                 scalars = {f"train/{k}": host[-1][k] if k in _LAST_VALUE_METRICS
                            else float(np.mean([h[k] for h in host])) for k in host[0]}
                 scalars["train/steps_per_sec"] = n_log / max(now - t_log, 1e-9)
-                if rvae:
+                if family.counts_epochs:
                     scalars["train/epoch"] = step / steps_per_epoch
                 if len(phases) > 1:
                     scalars["train/crop_frames"] = float(frames)

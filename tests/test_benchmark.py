@@ -15,14 +15,15 @@ import math
 import jax
 import pytest
 
-from jaxse import benchmark
-from jaxse.benchmark import METHODS, Options, RunSettings
-from jaxse.nets.rvae import RVAEConfig, init_params, num_params
-from jaxse.rvae_se import RVAEPosteriorConfig
-from jaxse.rvae_spectral import RVAESpecConfig
-from jaxse.samplers import PCConfig, count_nfe
+from jaxse.pytree import count_params
+from jaxse.evaluation import benchmark
+from jaxse.evaluation.benchmark import METHODS, Options, RunSettings
+from jaxse.rvae.net import RVAEConfig, init_params
+from jaxse.rvae.posterior import RVAEPosteriorConfig
+from jaxse.rvae.spectral import RVAESpecConfig
+from jaxse.diffusion.samplers import PCConfig, count_nfe
 from jaxse.spectral import SpecConfig
-from jaxse.udiffse import PosteriorConfig
+from jaxse.diffusion.udiffse import PosteriorConfig
 
 STEPS, EM, FRAMES = 1, 2, 32
 DIFFUSION_METHODS = ("prior", "udiffse", "udiffse+")
@@ -332,8 +333,8 @@ def test_rvae_registry_and_method_selection():
 
 
 def test_rvae_networks_shipped_or_random_and_checkpoint(tmp_path):
-    from jaxse.enhance import default_rvae_checkpoint_path
-    from jaxse.rvae_convert import save_rvae
+    from jaxse.rvae.backend import default_rvae_checkpoint_path
+    from jaxse.rvae.convert import save_rvae
 
     cfg, params, spec, info = benchmark.NETWORKS["rvae"].load()
     if default_rvae_checkpoint_path().exists():
@@ -347,5 +348,5 @@ def test_rvae_networks_shipped_or_random_and_checkpoint(tmp_path):
     assert bench.network_names == ["rvae"]
     net = bench.network("rvae")
     assert net.family == "rvae" and net.model == small and net.info["weights"] == "checkpoint"
-    assert net.info["checkpoint"] == str(tmp_path / "ckpt") and net.info["params"] == num_params(saved)
+    assert net.info["checkpoint"] == str(tmp_path / "ckpt") and net.info["params"] == count_params(saved)
     assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), net.variables, saved))

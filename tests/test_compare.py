@@ -1,4 +1,4 @@
-"""``python -m jaxse.compare``: one table from several jaxse.evaluate summaries (synthetic summaries)."""
+"""``python -m jaxse.compare``: one table from several jaxse.evaluation.evaluate summaries (synthetic summaries)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from jaxse import compare
+from jaxse.evaluation import compare
 
 
 def _summary(path, n=4, enhanced=(3.0, 0.6), inputs=(-1.0, 0.5), rtf=12.5, noisy=True):
-    """A jaxse.evaluate-shaped summary.json with si_sdr and estoi: (enhanced, input) means."""
+    """A jaxse.evaluation.evaluate-shaped summary.json with si_sdr and estoi: (enhanced, input) means."""
     def st(mean):
         return {"mean": mean, "ci": 0.1, "n": n, "n_nan": 0}
 

@@ -6,7 +6,7 @@ import sys
 import jax
 import numpy as np
 
-from jaxse import convert
+from jaxse.diffusion import convert
 from jaxse.training import load_checkpoint
 from tests.conftest import GOLDEN, REPO, cplx, load_golden, rel_err
 

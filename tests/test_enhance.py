@@ -25,9 +25,10 @@ import pytest
 
 from jaxse import parallel as P
 from jaxse import spectral as S
-from jaxse.enhance import CheckpointError, Enhancer, default_checkpoint_path, load_prior
-from jaxse.sde import OUVESDE, expand_t
-from jaxse.udiffse import PosteriorConfig, posterior_mean
+from jaxse.enhance import CheckpointError, Enhancer
+from jaxse.diffusion.backend import default_checkpoint_path, load_prior
+from jaxse.diffusion.sde import OUVESDE, expand_t
+from jaxse.diffusion.udiffse import PosteriorConfig, posterior_mean
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -263,9 +264,9 @@ EIGHT_DEVICES = textwrap.dedent(r"""
     sys.path.insert(0, sys.argv[1])
     import jax, numpy as np
     from jaxse.enhance import Enhancer
-    from jaxse.models import ScoreModel
-    from jaxse.nets.ncsnpp import NCSNppConfig
-    from jaxse.udiffse import PosteriorConfig
+    from jaxse.diffusion.models import ScoreModel
+    from jaxse.diffusion.ncsnpp import NCSNppConfig
+    from jaxse.diffusion.udiffse import PosteriorConfig
 
     assert jax.device_count() == 8, jax.devices()
     model = ScoreModel(net=NCSNppConfig(nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),

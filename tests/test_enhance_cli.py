@@ -38,8 +38,8 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     import optax
 
     from jaxse import training
-    from jaxse.models import ScoreModel
-    from jaxse.nets.ncsnpp import NCSNppConfig
+    from jaxse.diffusion.models import ScoreModel
+    from jaxse.diffusion.ncsnpp import NCSNppConfig
     from jaxse.spectral import SpecConfig
 
     workdir = tmp_path_factory.mktemp("prior")
@@ -153,10 +153,11 @@ def test_cli_errors_are_one_line(tmp_path):
 
 def test_without_a_shipped_prior_the_error_asks_for_a_checkpoint(tmp_path, monkeypatch):
     from jaxse import enhance as enhance_lib
+    from jaxse.diffusion import backend as diffusion_backend
 
-    monkeypatch.setattr(enhance_lib, "default_checkpoint_path", lambda: tmp_path / "no_prior_here")
+    monkeypatch.setattr(diffusion_backend, "default_checkpoint_path", lambda: tmp_path / "no_prior_here")
     with pytest.raises(enhance_lib.CheckpointError) as err:
-        enhance_lib.load_prior()
+        diffusion_backend.load_prior()
     message = str(err.value)
     assert "--checkpoint" in message and "\n" not in message
 

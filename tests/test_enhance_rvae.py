@@ -4,7 +4,7 @@ Enhancer (padded rows equal each utterance alone, batch size, chunks, silence, s
 
 The published RVAE weights (GPL-3.0) are read from ``../shared/golden/rvae_pretrained.npz``; the CLI gets a
 converted copy in a temporary directory, nothing is copied into the repository. Few EM iterations keep the
-comparisons exact in float32 (the samplers amplify rounding over many iterations, see :mod:`jaxse.rvae_se`).
+comparisons exact in float32 (the samplers amplify rounding over many iterations, see :mod:`jaxse.rvae.posterior`).
 Tests marked slow (``-m slow``) repeat the per-utterance comparison for MHEM, VEM and MALAEM.
 """
 
@@ -27,9 +27,12 @@ import pytest
 import soundfile as sf
 
 from jaxse import enhance as E
+from jaxse.rvae import backend as rvae_backend
 from jaxse import parallel as P
-from jaxse import rvae_convert, rvae_se, rvae_spectral
-from jaxse.rvae_se import RVAEPosteriorConfig
+from jaxse.rvae import convert as rvae_convert
+from jaxse.rvae import posterior as rvae_se
+from jaxse.rvae import spectral as rvae_spectral
+from jaxse.rvae.posterior import RVAEPosteriorConfig
 from tests.conftest import GOLDEN, load_golden, rel_err
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +88,7 @@ def test_front_end_of_padded_rows_is_the_reference_stft(params):
     waves = [(0.3 * rng.standard_normal(n)).astype(np.float32) for n in lengths]
     for pad_mode in ("reflect", "constant"):
         spec = rvae_spectral.RVAESpecConfig(pad_mode=pad_mode)
-        backend = E.RVAEBackend(params, _cfg("ldem"), spec)
+        backend = rvae_backend.RVAEBackend(params, _cfg("ldem"), spec)
         rows, lens = P.pad_rows(waves, 5, P.row_length(64, spec))
         x, mask = jax.jit(lambda w, n: backend.analysis(w, n, 64))(rows, lens)
         y = np.asarray(jax.jit(lambda s, n: backend.synthesis(s, n, rows.shape[1]))(x, lens))
@@ -99,7 +102,7 @@ def test_front_end_of_padded_rows_is_the_reference_stft(params):
             assert not np.asarray(x[i, :, t:]).any()
             np.testing.assert_allclose(y[i, : len(w)], w, atol=2e-6)
             assert not y[i, len(w):].any()
-    assert E.RVAEBackend(params).norm_factor(np.zeros(600, np.float32)) == 1e-12
+    assert rvae_backend.RVAEBackend(params).norm_factor(np.zeros(600, np.float32)) == 1e-12
 
 
 def _named_jit(fn, name):
@@ -179,7 +182,7 @@ def ldem_enhancer(params):
     old = jax.config.values["jax_disable_most_optimizations"]
     jax.config.update("jax_disable_most_optimizations", True)
     try:
-        yield E.Enhancer(E.RVAEBackend(params, _cfg("ldem")), batch_size=4, chunk_frames=64)
+        yield E.Enhancer(rvae_backend.RVAEBackend(params, _cfg("ldem")), batch_size=4, chunk_frames=64)
     finally:
         jax.config.update("jax_disable_most_optimizations", old)
 
@@ -210,7 +213,7 @@ def test_batch_equals_each_utterance_alone_ldem(ldem_enhancer, params, mixture):
 
 def test_batch_size_does_not_change_the_result(ldem_enhancer, params, mixture, fast_compile):
     w = mixture[20000:32000]
-    single = E.Enhancer(E.RVAEBackend(params, _cfg("ldem")), batch_size=1, chunk_frames=64)
+    single = E.Enhancer(rvae_backend.RVAEBackend(params, _cfg("ldem")), batch_size=1, chunk_frames=64)
     (y1,) = single.enhance([w], ["sub/b.wav"])
     (y4,) = ldem_enhancer.enhance([w], ["sub/b.wav"])
     assert rel_err(y1, y4) < 1e-5 and ldem_enhancer.stats()["dummy_rows"] > 0
@@ -228,7 +231,7 @@ def test_batch_equals_each_utterance_alone_slow(method, params, mixture, fast_co
     cfg = _cfg(method)
     with jax.enable_x64(True):
         p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
-        enh = E.Enhancer(E.RVAEBackend(p64, cfg), batch_size=4, chunk_frames=64, dtype=np.float64)
+        enh = E.Enhancer(rvae_backend.RVAEBackend(p64, cfg), batch_size=4, chunk_frames=64, dtype=np.float64)
         _batch_check(enh, p64, cfg, mixture.astype(np.float64), tol=1e-5)
 
 
@@ -265,7 +268,7 @@ def test_identity_posterior_reconstructs_chunked_and_whole_signals(params):
     def identity(key, variables, cfg, x, mask):
         return x, {}
 
-    enh = E.Enhancer(E.RVAEBackend(params, _cfg("ldem"), posterior=identity), batch_size=3, chunk_frames=64)
+    enh = E.Enhancer(rvae_backend.RVAEBackend(params, _cfg("ldem"), posterior=identity), batch_size=3, chunk_frames=64)
     rng = np.random.default_rng(2)
     waves = [(0.2 * rng.standard_normal(n)).astype(np.float32) for n in (513, 16127, 16128, 50_001)]
     for w, y in zip(waves, enh.enhance(waves)):
@@ -280,34 +283,34 @@ def test_identity_posterior_reconstructs_chunked_and_whole_signals(params):
 def test_rvae_checkpoints_and_errors(tmp_path, monkeypatch, params):
     d = tmp_path / "rvae"
     assert rvae_convert.main([str(GOLDEN / "rvae_pretrained.npz"), "-o", str(d)]) == 0
-    loaded, spec = E.load_rvae_prior(d)
+    loaded, spec = rvae_backend.load_rvae_prior(d)
     assert spec == rvae_spectral.RVAESpecConfig()
     assert rel_err(loaded["decoder"]["gen_logvar"]["kernel"], params["decoder"]["gen_logvar"]["kernel"]) == 0
     meta = json.loads((d / "rvae.json").read_text())
     (d / "rvae.json").write_text(json.dumps({**meta, "spec": {"pad_mode": "constant", "unknown": 1}}))
-    assert E.load_rvae_prior(d)[1].pad_mode == "constant"  # the STFT settings a training export records
+    assert rvae_backend.load_rvae_prior(d)[1].pad_mode == "constant"  # the STFT settings a training export records
     # the training export (train.py with configs/rvae.py, then python -m jaxse.export) writes the same format
-    from jaxse.rvae_training import export_rvae
+    from jaxse.rvae.training import export_rvae
 
     exported = export_rvae(tmp_path / "exported", params, {"spec": rvae_spectral.RVAESpecConfig().to_dict()})
-    assert E.load_rvae_prior(exported)[1] == rvae_spectral.RVAESpecConfig()
+    assert rvae_backend.load_rvae_prior(exported)[1] == rvae_spectral.RVAESpecConfig()
     backend = E.load_backend("rvae-mhem", d, E.make_config("rvae-mhem", num_em=7))
-    assert isinstance(backend, E.RVAEBackend) and backend.cfg.method == "mhem" and backend.cfg.num_em == 7
+    assert isinstance(backend, rvae_backend.RVAEBackend) and backend.cfg.method == "mhem" and backend.cfg.num_em == 7
     assert backend.name == "rvae-mhem" and backend.describe() == (
         "rvae-mhem, 7 EM iterations: 168 decoder forward and 0 backward passes per segment (on 1 chain(s)), "
         "1 encoder forward, 5 sample(s) per M-step")
 
-    monkeypatch.setattr(E, "default_rvae_checkpoint_path", lambda: tmp_path / "no_rvae_here")
+    monkeypatch.setattr(rvae_backend, "default_rvae_checkpoint_path", lambda: tmp_path / "no_rvae_here")
     with pytest.raises(E.CheckpointError, match="--checkpoint") as err:
-        E.load_rvae_prior()
+        rvae_backend.load_rvae_prior()
     assert "\n" not in str(err.value)
     with pytest.raises(E.CheckpointError, match="no such checkpoint"):
-        E.load_rvae_prior(tmp_path / "missing")
+        rvae_backend.load_rvae_prior(tmp_path / "missing")
     (tmp_path / "w.npz").write_text("not numpy")
     with pytest.raises(E.CheckpointError, match="could not load the RVAE"):
-        E.load_rvae_prior(tmp_path / "w.npz")
+        rvae_backend.load_rvae_prior(tmp_path / "w.npz")
     with pytest.raises(E.CheckpointError, match="could not load the RVAE"):
-        E.load_rvae_prior(tmp_path)  # a directory without rvae.json
+        rvae_backend.load_rvae_prior(tmp_path)  # a directory without rvae.json
     assert E.config_class("rvae-vem") is RVAEPosteriorConfig and E.make_config("udiffse+").method == "udiffse+"
     with pytest.raises(ValueError, match="unknown method"):
         E.config_class("ldem")
@@ -417,7 +420,7 @@ def test_cli_config_fields_follow_the_method(tmp_path):
     assert p.returncode == 2 and "num_em must be >= 1" in p.stderr.strip().splitlines()[-1]
     p = run_cli(tmp_path, "-o", tmp_path / "o", "--config.method=rvae-ldem")
     assert p.returncode == 2 and "with --method rvae-ldem" in p.stderr.strip().splitlines()[-1]
-    if not E.default_rvae_checkpoint_path().exists():  # no RVAE shipped yet: a clear line, no traceback
+    if not rvae_backend.default_rvae_checkpoint_path().exists():  # no RVAE shipped yet: a clear line, no traceback
         p = run_cli(tmp_path, "-o", tmp_path / "o", "--method", "rvae-ldem", "--config.ld_chains=2")
         assert p.returncode == 2 and p.stderr.strip().count("\n") == 0, p.stderr
         assert "no RVAE is shipped" in p.stderr and "--checkpoint" in p.stderr
@@ -429,9 +432,10 @@ EIGHT_DEVICES = textwrap.dedent(r"""
     import json, sys
     sys.path.insert(0, sys.argv[1])
     import jax, numpy as np
-    from jaxse import rvae_convert
-    from jaxse.enhance import Enhancer, RVAEBackend
-    from jaxse.rvae_se import RVAEPosteriorConfig
+    from jaxse.rvae import convert as rvae_convert
+    from jaxse.enhance import Enhancer
+    from jaxse.rvae.backend import RVAEBackend
+    from jaxse.rvae.posterior import RVAEPosteriorConfig
 
     assert jax.device_count() == 8 and jax.config.jax_enable_x64, jax.devices()
     _, params = rvae_convert.load_rvae(sys.argv[2])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jaxse import evaluate as E
-from jaxse import metrics as M
+from jaxse.evaluation import evaluate as E
+from jaxse.evaluation import metrics as M
 
 FS = 16000
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jaxse import metrics as M
-from jaxse.metrics import si_sdr
+from jaxse.evaluation import metrics as M
+from jaxse.evaluation.metrics import si_sdr
 
 FS = 16000
 
@@ -312,7 +312,7 @@ def test_compute_metrics_resamples_and_cuts():
 
 
 def test_no_jax_import():
-    code = "import sys, jaxse.metrics, jaxse.evaluate; sys.exit(1 if 'jax' in sys.modules else 0)"
+    code = "import sys, jaxse.evaluation.metrics, jaxse.evaluation.evaluate; sys.exit(1 if 'jax' in sys.modules else 0)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr

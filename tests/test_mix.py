@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jaxse import mix
+from jaxse.evaluation import mix
 
 SR = 16000
 
@@ -78,7 +78,7 @@ def _manifest(out: Path) -> dict:
 
 
 def test_module_does_not_import_jax():
-    code = "import sys, jaxse.mix; sys.exit(1 if 'jax' in sys.modules else 0)"
+    code = "import sys, jaxse.evaluation.mix; sys.exit(1 if 'jax' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

@@ -41,7 +41,7 @@ EIGHT_DEVICES = textwrap.dedent(r"""
     import jax, jax.numpy as jnp, numpy as np
     from configs import default
     from jaxse import training
-    from jaxse.sde import complex_normal
+    from jaxse.diffusion.sde import complex_normal
 
     assert jax.device_count() == 8, jax.devices()
     c = default.get_config()
@@ -56,13 +56,14 @@ EIGHT_DEVICES = textwrap.dedent(r"""
         step = training.make_train_step(model, spec, tx, 0.999, mesh)
         losses = []
         for w in steps:
-            gb = training.global_batch(w / np.abs(w).max(-1, keepdims=True), mesh)
+            gb = training.global_batch({"waves": w / np.abs(w).max(-1, keepdims=True)}, mesh)
             if name == "8":
-                assert len(gb.sharding.device_set) == 8 and gb.addressable_shards[0].data.shape[0] == 1
+                assert len(gb["waves"].sharding.device_set) == 8 and gb["waves"].addressable_shards[0].data.shape[0] == 1
             state, m = step(state, gb)
             losses.append([float(m["loss"]), float(m["grad_norm"])])
-        ev = training.make_eval_step(model, spec, mesh)(state.ema_variables, training.global_batch(steps[0], mesh),
-                                                         jax.random.PRNGKey(5))
+        ev = training.make_eval_step(model, spec, mesh)(state.ema_variables,
+                                                         training.global_batch({"waves": steps[0]}, mesh),
+                                                         jax.random.PRNGKey(5))["loss"]
         draws = jax.jit(lambda k: complex_normal(k, (8, 16, 4)), out_shardings=training.batch_sharding(mesh))(
             jax.random.PRNGKey(3))
         results[name] = (state, losses, float(ev), np.asarray(draws))

@@ -5,10 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxse import convert
-from jaxse.models import UDIFFSE_65M, UDIFFSE_PLUS_28M, ScoreModel, count_params
-from jaxse.nets import ncsnpp
-from jaxse.nets.ncsnpp import NCSNppConfig
+from jaxse.pytree import count_params
+from jaxse.diffusion import convert
+from jaxse.diffusion.models import UDIFFSE_65M, UDIFFSE_PLUS_28M, ScoreModel
+from jaxse.diffusion import ncsnpp
+from jaxse.diffusion.ncsnpp import NCSNppConfig
 from tests.conftest import GOLDEN, cplx, load_golden, rel_err
 
 NETS = ["ncsnpp_small", "ncsnppm_small"]

@@ -5,7 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxse import convert, samplers
+from jaxse.diffusion import convert
+
+from jaxse.diffusion import samplers
 from tests.conftest import GOLDEN, cplx, load_golden, rel_err
 
 

@@ -1,4 +1,4 @@
-"""The evaluation pipeline end to end on real audio: ``jaxse.mix`` -> ``enhance.py`` -> ``jaxse.evaluate``.
+"""The evaluation pipeline end to end on real audio: ``jaxse.evaluation.mix`` -> ``enhance.py`` -> ``jaxse.evaluation.evaluate``.
 
 Two test utterances of the shared data pack are mixed with mismatched noise, enhanced with the shipped
 prior (UDiffSE+ cut to a few steps so that it runs in seconds) and scored; the report must pair every
@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxse import evaluate, mix
+from jaxse.evaluation import evaluate
+
+from jaxse.evaluation import mix
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,8 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxse import rvae_convert, rvae_spectral
-from jaxse.nets import rvae
+from jaxse.pytree import count_params
+from jaxse.rvae import convert as rvae_convert
+
+from jaxse.rvae import spectral as rvae_spectral
+from jaxse.rvae import net as rvae
 from tests.conftest import REPO, load_golden, rel_err
 
 NUM_PARAMS = 1_026_849
@@ -32,7 +35,7 @@ def params(state):
 
 def test_fresh_model_has_the_reference_size():
     p = rvae.init_params(jax.random.PRNGKey(0))
-    assert rvae.num_params(p) == NUM_PARAMS
+    assert count_params(p) == NUM_PARAMS
     assert rvae.config_from_params(p) == rvae.RVAEConfig()
     # PyTorch LSTM initialisation: U(±1/sqrt(128))
     k = np.asarray(p["encoder"]["rnn_g_x"]["l0"]["kernel_ih"])
@@ -42,7 +45,7 @@ def test_fresh_model_has_the_reference_size():
     assert rvae.config_from_params(pc) == causal
     # g_x 513->128, g_z 16->128, two 256->16 heads, h 16->128, 128->513
     lstm = lambda i, h: 4 * h * (i + h) + 8 * h  # noqa: E731
-    assert rvae.num_params(pc) == lstm(513, 128) + lstm(16, 128) + 2 * (256 * 16 + 16) + lstm(16, 128) + 128 * 513 + 513
+    assert count_params(pc) == lstm(513, 128) + lstm(16, 128) + 2 * (256 * 16 + 16) + lstm(16, 128) + 128 * 513 + 513
 
 
 def test_golden_import(g, params):
@@ -51,7 +54,7 @@ def test_golden_import(g, params):
                                   dim_rnn_g_x=int(g["cfg/dim_RNN_g_x"]), dim_rnn_g_z=int(g["cfg/dim_RNN_g_z"]),
                                   dim_rnn_h=int(g["cfg/dim_RNN_h"]), bidir_g_x=bool(g["cfg/bidir_g_x"]),
                                   bidir_h=bool(g["cfg/bidir_h"]))
-    assert rvae.num_params(params) == NUM_PARAMS
+    assert count_params(params) == NUM_PARAMS
     np.testing.assert_array_equal(params["encoder"]["rnn_g_x"]["l0_reverse"]["kernel_ih"],
                                   g["param/rnn_g_x.weight_ih_l0_reverse"].T)
 

@@ -8,9 +8,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jaxse import rvae_convert, rvae_se, rvae_spectral
-from jaxse.metrics import si_sdr
-from jaxse.rvae_se import RVAEPosteriorConfig
+from jaxse.rvae import convert as rvae_convert
+
+from jaxse.rvae import posterior as rvae_se
+
+from jaxse.rvae import spectral as rvae_spectral
+from jaxse.evaluation.metrics import si_sdr
+from jaxse.rvae.posterior import RVAEPosteriorConfig
 from tests.conftest import GOLDEN, rel_err
 
 METHODS = ("vem", "ldem", "mhem", "malaem")

@@ -27,12 +27,12 @@ if str(REPO) not in sys.path:
 
 from configs import rvae as rvae_config  # noqa: E402
 from jaxse import export, training  # noqa: E402
-from jaxse import rvae_training as rt  # noqa: E402
+from jaxse.rvae import training as rt  # noqa: E402
 from jaxse.data import CleanSpeechDataset, trim_silence  # noqa: E402
 from jaxse.logging_utils import read_metrics  # noqa: E402
-from jaxse.nets.rvae import RVAEConfig, decode, encode  # noqa: E402
-from jaxse.rvae_convert import load_rvae  # noqa: E402
-from jaxse.rvae_spectral import RVAESpecConfig  # noqa: E402
+from jaxse.rvae.net import RVAEConfig, decode, encode  # noqa: E402
+from jaxse.rvae.convert import load_rvae  # noqa: E402
+from jaxse.rvae.spectral import RVAESpecConfig  # noqa: E402
 
 TINY = dict(x_dim=33, z_dim=4, dim_rnn_g_x=16, dim_rnn_g_z=16, dim_rnn_h=16)
 TINY_SPEC = RVAESpecConfig(n_fft=64, hop_length=16)
@@ -193,7 +193,7 @@ def test_train_steps_reduce_the_loss(fast_compile):
     step = training.make_train_step(model, TINY_SPEC, tx, 0.0, mesh, objective=objective)
     t = np.arange(8 * 112) / 16000
     waves = np.stack([np.sin(2 * np.pi * f * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t)) for f in (300, 800)])
-    waves = training.global_batch(waves.reshape(-1, 112).astype(np.float32), mesh)  # 16 crops
+    waves = training.global_batch({"waves": waves.reshape(-1, 112).astype(np.float32)}, mesh)  # 16 crops
     losses = []
     for _ in range(40):
         state, metrics = step(state, waves)

@@ -1,4 +1,4 @@
-"""Tests of jaxse.samplers: golden parity of one UDiffSE PC step, scan vs Python loop, NFE, a Gaussian
+"""Tests of jaxse.diffusion.samplers: golden parity of one UDiffSE PC step, scan vs Python loop, NFE, a Gaussian
 closed form, determinism and config validation."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxse import samplers as S
-from jaxse.sde import OUVESDE, complex_normal, expand_t
+from jaxse.diffusion import samplers as S
+from jaxse.diffusion.sde import OUVESDE, complex_normal, expand_t
 
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 SDE = OUVESDE()

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxse.sde import OUVESDE, complex_normal
+from jaxse.diffusion.sde import OUVESDE, complex_normal
 from tests.conftest import cplx, load_golden
 
 SDE = OUVESDE()

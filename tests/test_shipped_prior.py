@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jaxse.enhance import (Enhancer, checkpoint_settings, default_checkpoint_path, load_backend, load_prior,
-                           make_config, settings_path)
-from jaxse.metrics import si_sdr
-from jaxse.models import count_params
+from jaxse.pytree import count_params
+from jaxse.enhance import Enhancer, checkpoint_settings, load_backend, make_config, settings_path
+from jaxse.diffusion.backend import default_checkpoint_path, load_prior
+from jaxse.evaluation.metrics import si_sdr
 from jaxse.training import read_checkpoint_metadata
 
 EXPECTED_PARAMS = 440_382  # configs/shipped_prior.py; also in the prior's metadata and MODEL_CARD.md

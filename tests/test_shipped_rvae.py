@@ -6,22 +6,24 @@ import json
 import numpy as np
 import soundfile as sf
 
+from jaxse.pytree import count_params
 from jaxse import enhance as E
-from jaxse.metrics import si_sdr
-from jaxse.nets.rvae import RVAEConfig, config_from_params, num_params
-from jaxse.rvae_se import RVAEPosteriorConfig
-from jaxse.rvae_spectral import RVAESpecConfig
+from jaxse.rvae import backend as rvae_backend
+from jaxse.evaluation.metrics import si_sdr
+from jaxse.rvae.net import RVAEConfig, config_from_params
+from jaxse.rvae.posterior import RVAEPosteriorConfig
+from jaxse.rvae.spectral import RVAESpecConfig
 
 EXPECTED_PARAMS = 1_026_849  # configs/rvae.py: the published non-causal architecture; also in rvae.json
 
 
 def test_shipped_rvae_loads_with_recorded_size():
-    path = E.default_rvae_checkpoint_path()
+    path = rvae_backend.default_rvae_checkpoint_path()
     assert path.exists(), f"the package ships no RVAE at {path}"
     assert (path / "MODEL_CARD.md").exists()
-    params, spec = E.load_rvae_prior()
+    params, spec = rvae_backend.load_rvae_prior()
     meta = json.loads((path / "rvae.json").read_text())
-    assert num_params(params) == meta["num_params"] == EXPECTED_PARAMS
+    assert count_params(params) == meta["num_params"] == EXPECTED_PARAMS
     assert config_from_params(params) == RVAEConfig()
     assert spec == RVAESpecConfig() and spec.sample_rate == 16000
     assert meta["source"] == "jaxse train.py"  # trained here, not the GPL-3.0 published weights
@@ -31,7 +33,7 @@ def test_shipped_rvae_sampler_settings_are_the_ldem_default():
     """sampler_settings.json of the shipped RVAE (tuned on valid mixtures, see MODEL_CARD.md) sets LDEM's EM
     iterations; load_backend applies it, and the other RVAE methods keep the reference defaults."""
     path = E.settings_path("rvae-ldem")
-    assert path is not None and path.parent == E.default_rvae_checkpoint_path()
+    assert path is not None and path.parent == rvae_backend.default_rvae_checkpoint_path()
     tuned = E.checkpoint_settings("rvae-ldem")
     assert tuned == json.loads(path.read_text())["methods"]["rvae-ldem"] and tuned["num_em"] < 100
     assert E.load_backend("rvae-ldem").cfg == E.make_config("rvae-ldem", **tuned)
@@ -53,8 +55,8 @@ def test_shipped_rvae_improves_si_sdr_on_real_mixture(data_dir):
     +2.7 dB; the published weights: +6.9 dB). VEM is not bounded here: with this briefly trained RVAE it lowers
     SI-SDR on this mixture (-2.2 dB; see the model card), while the published weights give +6.8 dB."""
     clean, noisy = _mixture(data_dir)
-    params, spec = E.load_rvae_prior()
-    backend = E.RVAEBackend(params, RVAEPosteriorConfig(method="ldem", num_em=30), spec=spec)
+    params, spec = rvae_backend.load_rvae_prior()
+    backend = rvae_backend.RVAEBackend(params, RVAEPosteriorConfig(method="ldem", num_em=30), spec=spec)
     (out,) = E.Enhancer(backend, batch_size=1).enhance([noisy], ["mixture"])
     assert out.shape == noisy.shape and np.all(np.isfinite(out))
     gain = si_sdr(out, clean) - si_sdr(noisy, clean)

@@ -25,9 +25,10 @@ if str(REPO) not in sys.path:
 
 from configs import cpu_small, default, udiffse_65m, udiffse_plus_28m  # noqa: E402
 from jaxse import training  # noqa: E402
+from jaxse.diffusion import training as dsm  # noqa: E402
 from jaxse.logging_utils import MetricWriter, ProgressBar, format_duration, read_metrics  # noqa: E402
-from jaxse.models import UDIFFSE_65M, UDIFFSE_PLUS_28M, ScoreModel  # noqa: E402
-from jaxse.sde import OUVESDE  # noqa: E402
+from jaxse.diffusion.models import UDIFFSE_65M, UDIFFSE_PLUS_28M, ScoreModel  # noqa: E402
+from jaxse.diffusion.sde import OUVESDE  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------- fixtures
@@ -122,12 +123,12 @@ def test_dsm_loss_is_the_reference_objective():
     x0 = jax.random.normal(jax.random.PRNGKey(0), (b, f, n)) + 1j * jax.random.normal(jax.random.PRNGKey(1), (b, f, n))
     x0 = x0.astype(jnp.complex64)
     oracle = _OracleModel(sde, x0)
-    loss, per = training.dsm_loss(oracle, None, x0, jax.random.PRNGKey(2))
+    loss, per = dsm.dsm_loss(oracle, None, x0, jax.random.PRNGKey(2))
     assert per.shape == (b,) and float(loss) < 1e-6 * f * n  # σ·score + z = 0 for the true score
     t = oracle.seen_t[0]
     assert t.shape == (b,) and len(set(t.tolist())) == b and t.min() >= sde.t_eps and t.max() <= sde.T
     zero = _OracleModel(sde, x0, zero=True)
-    loss0, per0 = training.dsm_loss(zero, None, x0, jax.random.PRNGKey(2))
+    loss0, per0 = dsm.dsm_loss(zero, None, x0, jax.random.PRNGKey(2))
     # zero score: 0.5·Σ|z|² with E|z|² = 1 (variance 1/2 per component), averaged over the batch
     assert float(loss0) == pytest.approx(0.5 * f * n, rel=0.03)
     assert float(loss0) == pytest.approx(float(jnp.mean(per0)), rel=1e-6)

@@ -27,7 +27,7 @@ def test_parse_setting_checks_fields_per_method():
 
 @pytest.fixture(scope="module")
 def valid_mix(data_dir, tmp_path_factory) -> Path:
-    from jaxse import mix
+    from jaxse.evaluation import mix
 
     out = tmp_path_factory.mktemp("valid_mix")
     assert mix.main(["--clean", str(data_dir / "valid"), "--noise", str(data_dir / "noise" / "train"), "-o",
@@ -36,7 +36,7 @@ def valid_mix(data_dir, tmp_path_factory) -> Path:
 
 
 def test_refuses_test_speech(data_dir, tmp_path):
-    from jaxse import mix
+    from jaxse.evaluation import mix
 
     out = tmp_path / "test_mix"
     assert mix.main(["--clean", str(data_dir / "test"), "--noise", str(data_dir / "noise" / "train"), "-o",

@@ -5,9 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxse import convert, nmf
-from jaxse.sde import OUVESDE
-from jaxse.udiffse import PosteriorConfig, e_step, likelihood_step, m_step, udiffse, udiffse_plus
+from jaxse import nmf
+
+from jaxse.diffusion import convert
+from jaxse.diffusion.sde import OUVESDE
+from jaxse.diffusion.udiffse import PosteriorConfig, e_step, likelihood_step, m_step, udiffse, udiffse_plus
 from tests.conftest import GOLDEN, cplx, load_golden, rel_err
 
 SDE = OUVESDE()
@@ -190,7 +192,7 @@ def test_posterior_sampler_approaches_wiener_estimate(monkeypatch):
     prior = jax.jit(lambda k: e_step(score_fn, SDE, cfg, x, vn[None], False, key=k))(jax.random.PRNGKey(1))[0]
     err_prior = float(jnp.sqrt(jnp.mean(jnp.abs(jnp.mean(prior, 0) - wiener) ** 2) / jnp.mean(jnp.abs(wiener) ** 2)))
     assert err_prior > 2 * err
-    import jaxse.udiffse as udiffse_module
+    import jaxse.diffusion.udiffse as udiffse_module
 
     for kind in ("sign", "double", "half", "no_mu"):
         monkeypatch.setattr(udiffse_module, "likelihood_step", _wrong_likelihood(kind))

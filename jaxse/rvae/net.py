@@ -1,7 +1,7 @@
 """Recurrent variational autoencoder (RVAE) of power spectrograms, as used for unsupervised speech enhancement.
 
 The network is the "RVAE-NonCausal" of Bie et al. (TASLP 2022), whose pretrained WSJ0 weights are used by the
-posterior-sampling EM algorithms of :mod:`jaxse.rvae_se`. Everything runs on *power* spectrograms |X|²
+posterior-sampling EM algorithms of :mod:`jaxse.rvae.posterior`. Everything runs on *power* spectrograms |X|²
 (F = 513 bins of a 1024-point STFT), not log-power.
 
 Layout: **time-major** ``(T, *batch, dim)``. The batch axes are optional and arbitrary (none for one utterance,
@@ -173,7 +173,7 @@ def decoder_forward(p, z, mask=None):
     return log_v, {"h": h}
 
 
-def _params(params):
+def params_of(params):
     """Accept ``{"params": {...}}`` (Flax variables) or the params dict itself."""
     if "encoder" not in params and "params" in params:
         params = params["params"]
@@ -188,7 +188,7 @@ def encode(params, x_power, key=None, *, eps=None, mask=None, return_aux: bool =
     step t: ``z_t = mu_t + exp(logvar_t / 2)·eps_t``, and ``z_t`` is fed back to step t+1, so ``mu`` itself
     depends on the noise. With ``return_aux`` a fourth output holds the intermediate features.
     """
-    p = _params(params)["encoder"]
+    p = params_of(params)["encoder"]
     if eps is None:
         if key is None:
             raise ValueError("encode needs a PRNG key or explicit noise eps")
@@ -200,13 +200,13 @@ def encode(params, x_power, key=None, *, eps=None, mask=None, return_aux: bool =
 
 def decode(params, z, *, mask=None, return_aux: bool = False):
     """p(s | z): ``z`` (T, *batch, z_dim) -> log speech variance ``log_v`` (T, *batch, x_dim)."""
-    log_v, aux = decoder_forward(_params(params)["decoder"], z, mask)
+    log_v, aux = decoder_forward(params_of(params)["decoder"], z, mask)
     return (log_v, aux) if return_aux else log_v
 
 
 def config_from_params(params) -> RVAEConfig:
     """The :class:`RVAEConfig` a parameter dict was made for (from its shapes)."""
-    p = _params(params)
+    p = params_of(params)
     enc, dec = p["encoder"], p["decoder"]
     return RVAEConfig(
         x_dim=int(enc["rnn_g_x"]["l0"]["kernel_ih"].shape[0]),
@@ -217,10 +217,6 @@ def config_from_params(params) -> RVAEConfig:
         bidir_g_x="l0_reverse" in enc["rnn_g_x"],
         bidir_h="l0_reverse" in dec["rnn_h"],
     )
-
-
-def num_params(params) -> int:
-    return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))
 
 
 # ------------------------------------------------------------------------------------------ Flax modules

@@ -1,6 +1,6 @@
 """Unsupervised speech enhancement with a pretrained RVAE speech prior and an NMF noise model.
 
-Signal model (per utterance, STFT of the peak-normalised mixture ``x / max|x|``, :mod:`jaxse.rvae_spectral`):
+Signal model (per utterance, STFT of the peak-normalised mixture ``x / max|x|``, :mod:`jaxse.rvae.spectral`):
 ``X_fn ~ N_C(0, g_n v_fn(z) + [WH]_fn)`` with ``v(z) = exp(decoder(z))`` the RVAE speech variance, ``z_n ~ N(0, I)``,
 a per-frame gain ``g`` and a rank-K NMF noise variance ``WH``. Four EM algorithms share the M-step and the final
 Wiener filter and differ in the E-step, i.e. in how samples of z given X are drawn:
@@ -40,7 +40,7 @@ Design notes:
 * **Padding.** ``mask`` (N,) marks real frames (the frames of a zero-padded row that belong to the utterance).
   Padded frames are excluded from every energy, from the W statistics and from the KL; their H columns and
   gains are left unchanged, their latent z is frozen, and their estimate is zero. The RVAE's LSTMs reset their
-  state on masked frames (:mod:`jaxse.nets.rvae`), so the recurrences running backward in time (the encoder's
+  state on masked frames (:mod:`jaxse.rvae.net`), so the recurrences running backward in time (the encoder's
   g_x and the decoder's backward direction) start from the last real frame exactly as without padding: a padded
   row gives the result of the unpadded utterance, up to float rounding.
 * **Floors.** ``floor`` (default 1e-10) is applied to W, H and g after their updates, and ``var_floor``
@@ -78,8 +78,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxse.nets.rvae import _params, decode, encode
-from jaxse.rvae_spectral import RVAESpecConfig, istft, stft
+from jaxse.rvae.net import decode, encode, params_of
+from jaxse.rvae.spectral import RVAESpecConfig, istft, stft
 
 METHODS = ("vem", "mhem", "malaem", "ldem")
 PRIOR_ENERGIES = ("gaussian", "reference")
@@ -197,8 +197,9 @@ class RVAEPosteriorConfig:
 # ------------------------------------------------------------------------------------- NMF and M-step
 
 
-def init_nmf(key, num_bins: int, num_frames: int, rank: int, dtype=jnp.float32):
-    """W ~ U[0,1)^(F×K), H ~ U[0,1)^(K×N), clamped at the machine epsilon. H is drawn frame-major."""
+def init_rvae_nmf(key, num_bins: int, num_frames: int, rank: int, dtype=jnp.float32):
+    """The RVAE reference's NMF start: W ~ U[0,1)^(F×K), H ~ U[0,1)^(K×N), clamped at the machine epsilon, H
+    drawn frame-major (UDiffSE's differs: :func:`jaxse.nmf.init_nmf`)."""
     kw, kh = jax.random.split(key)
     tiny = jnp.finfo(dtype).eps
     w = jnp.maximum(jax.random.uniform(kw, (num_bins, rank), dtype), tiny)
@@ -576,7 +577,7 @@ def _init_state(key, params, cfg, data):
     k_nmf, k_enc, k_z = jax.random.split(key, 3)
     f, n = data["p"].shape
     dt = data["p"].dtype
-    w, h = init_nmf(k_nmf, f, n, cfg.nmf_rank, dt)
+    w, h = init_rvae_nmf(k_nmf, f, n, cfg.nmf_rank, dt)
     g = jnp.ones((n,), dt)
     if cfg.method == "vem":
         enc = params["encoder"]
@@ -610,14 +611,14 @@ def rvae_posterior(key, params, cfg: RVAEPosteriorConfig, x, mask=None, *, debug
     Args:
       key: PRNG key.
       params: RVAE parameters (``{"encoder", "decoder"}`` or Flax variables), e.g. from
-        :func:`jaxse.rvae_convert.load_rvae`.
-      x: complex STFT (F, N) of the peak-normalised mixture (:mod:`jaxse.rvae_spectral`).
+        :func:`jaxse.rvae.convert.load_rvae`.
+      x: complex STFT (F, N) of the peak-normalised mixture (:mod:`jaxse.rvae.spectral`).
       mask: optional (N,) frame mask (1: real frame, 0: padding).
       debug_loop: run the EM iterations as a Python loop over a jitted iteration (same result as the scan).
     Returns ``aux = {"W", "H", "g", "state", "stats"}``; ``stats`` holds per-iteration arrays (``nll`` after
     each M-step, per sample; ``accept_rate`` for MHEM/MALAEM).
     """
-    params = _params(params)
+    params = params_of(params)
     data = _prepare(x, mask)
     k_init, k_em, k_final = jax.random.split(key, 3)
     w, h, g, st = _init_state(k_init, params, cfg, data)
@@ -663,7 +664,7 @@ def enhance_spectrogram(key, params, cfg: RVAEPosteriorConfig, x, mask=None):
     This is the per-row function ``fn(key, X_row, mask_row) -> S_row`` of a batched enhancer; batch rows with
     ``jax.vmap`` (one key per row).
     """
-    return _enhance_jit(key, _params(params), cfg, x, mask)
+    return _enhance_jit(key, params_of(params), cfg, x, mask)
 
 
 def peak_normalize(x, eps: float = 1e-12):
@@ -690,4 +691,4 @@ def enhance_wave(key, params, cfg: RVAEPosteriorConfig, x, spec: RVAESpecConfig 
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.float32)
-    return _enhance_wave_jit(key, _params(params), x, cfg, spec, rescale)
+    return _enhance_wave_jit(key, params_of(params), x, cfg, spec, rescale)

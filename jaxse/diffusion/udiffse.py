@@ -21,8 +21,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from jaxse import nmf, samplers
-from jaxse.sde import OUVESDE, complex_normal, expand_t
+from jaxse import nmf
+
+from jaxse.diffusion import samplers
+from jaxse.diffusion.sde import OUVESDE, complex_normal, expand_t
 
 METHODS = ("udiffse", "udiffse+")
 TWEEDIE = ("reference", "ou")

@@ -12,15 +12,17 @@ Padding at the two ends (``pad_mode``):
   call (their librosa version is not pinned). Only the first and last two frames differ.
 
 The inverse is the windowed overlap-add divided by the summed squared window (``librosa.istft`` /
-``torch.istft``), cut to the requested length.
+``torch.istft``), cut to the requested length. Both are the package's one STFT (:func:`jaxse.spectral.stft`)
+with these settings.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
 import numpy as np
+
+from jaxse import spectral
 
 PAD_MODES = ("reflect", "constant")
 
@@ -43,6 +45,10 @@ class RVAESpecConfig:
     def num_frames(self, length: int) -> int:
         return 1 + int(length) // self.hop_length
 
+    def window(self, dtype=np.float64) -> np.ndarray:
+        """The sine window of ``n_fft`` samples."""
+        return sine_window(self.n_fft, dtype)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -53,43 +59,12 @@ def sine_window(n: int = 1024, dtype=np.float32) -> np.ndarray:
     return np.sin(np.pi * (k + 0.5) / n).astype(dtype)
 
 
-def _rdt(x):
-    return jnp.float64 if x.dtype in (jnp.float64, jnp.complex128) else jnp.float32
-
-
-def _frame_index(n_frames: int, cfg: RVAESpecConfig) -> np.ndarray:
-    return np.arange(n_frames)[:, None] * cfg.hop_length + np.arange(cfg.n_fft)[None, :]
-
-
 def stft(x, cfg: RVAESpecConfig = RVAESpecConfig()):
-    """Centred STFT: ``(..., L)`` real -> ``(..., F, 1 + L // hop)`` complex."""
-    x = jnp.asarray(x)
-    pad = cfg.n_fft // 2
-    length = x.shape[-1]
-    if cfg.pad_mode == "reflect" and length <= pad:
-        raise ValueError(f"signal of {length} samples is too short for a reflect-padded STFT with n_fft={cfg.n_fft}")
-    xp = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(pad, pad)], mode=cfg.pad_mode)
-    idx = _frame_index(cfg.num_frames(length), cfg)
-    window = jnp.asarray(sine_window(cfg.n_fft, np.float64), _rdt(x))
-    spec = jnp.fft.rfft(xp[..., idx] * window, n=cfg.n_fft, axis=-1)  # (..., T, F)
-    return jnp.swapaxes(spec, -1, -2)
+    """Centred STFT with the sine window: ``(..., L)`` real -> ``(..., F, 1 + L // hop)`` complex
+    (:func:`jaxse.spectral.stft` with these settings)."""
+    return spectral.stft(x, cfg)
 
 
 def istft(spec, length: int, cfg: RVAESpecConfig = RVAESpecConfig()):
     """Inverse of :func:`stft`, ``length`` samples (zero-extended if the frames do not cover them)."""
-    spec = jnp.asarray(spec)
-    n_frames = spec.shape[-1]
-    rdt = _rdt(spec)
-    w = sine_window(cfg.n_fft, np.float64)
-    frames = jnp.fft.irfft(jnp.swapaxes(spec, -1, -2), n=cfg.n_fft, axis=-1) * jnp.asarray(w, rdt)
-    total = cfg.n_fft + cfg.hop_length * (n_frames - 1)
-    idx = _frame_index(n_frames, cfg)
-    out = jnp.zeros(spec.shape[:-2] + (total,), rdt).at[..., idx].add(frames)
-    env = np.bincount(idx.ravel(), weights=np.broadcast_to(w**2, idx.shape).ravel(), minlength=total)
-    out = out / jnp.asarray(np.where(env > 1e-11, env, 1.0), rdt)
-    start = cfg.n_fft // 2
-    out = out[..., start:start + length]
-    short = length - out.shape[-1]
-    if short > 0:
-        out = jnp.pad(out, [(0, 0)] * (out.ndim - 1) + [(0, short)])
-    return out
+    return spectral.istft(spec, length, cfg)

@@ -5,7 +5,7 @@ One implementation, configured by :class:`NCSNppConfig`, reproduces both referen
 * UDiffSE (``NCSNPP_65M``): nf 128, ch_mult (1,1,2,2,2,2,2), 2 res-blocks per level, attention at
   frequency size 16, output pyramid divided by the diffusion time ``t`` before the 1×1 output conv.
 * NCSN++M of UDiffSE+ (``NCSNPPM_28M``): nf 128, ch_mult (1,2,2,2), 1 res-block, attention only in the
-  middle block, no output scaling (the score is ``-out/σ(t)``, applied by :mod:`jaxse.models`).
+  middle block, no output scaling (the score is ``-out/σ(t)``, applied by :mod:`jaxse.diffusion.models`).
 
 Layout: the network takes a complex array ``(B, F, T)`` and returns one of the same shape. Internally it
 works in NHWC with H = frequency, W = frames, C = (Re, Im) on input. ``T`` must be divisible by
@@ -14,7 +14,7 @@ works in NHWC with H = frequency, W = frames, C = (Re, Im) on input. ``T`` must 
 Submodules are named ``all_modules_<i>`` after their index in the reference ``all_modules`` list (their
 construction order), and their children after the reference attribute names (``Conv_0``, ``Dense_0``,
 ``GroupNorm_1``, ``NIN_2``, ...). This keeps the import of reference checkpoints a pure renaming
-(:mod:`jaxse.convert`).
+(:mod:`jaxse.diffusion.convert`).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ How this implementation maps the reference's epochs onto the step-based loop of 
 Parameters and checkpoints: the TrainState of :mod:`jaxse.training` with ``ema_params = None`` (the recipe
 has no EMA) and ``constants = {}``; the checkpoint metadata's ``model`` is :meth:`RVAEModel.to_dict`.
 :func:`export_rvae` writes a trained model in the ``rvae.json`` + ``rvae_params.npz`` format of
-:func:`jaxse.rvae_convert.load_rvae`, with a MODEL_CARD.md.
+:func:`jaxse.rvae.convert.load_rvae`, with a MODEL_CARD.md.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxse.nets.rvae import RVAEConfig, decode, encode, init_params
-from jaxse.rvae_spectral import RVAESpecConfig, stft
+from jaxse.rvae.net import RVAEConfig, decode, encode, init_params
+from jaxse.rvae.spectral import RVAESpecConfig, stft
 
 FAMILY = "rvae"
 
@@ -97,7 +97,7 @@ class RVAEModel:
 
     @classmethod
     def from_config(cls, config) -> "RVAEModel":
-        """From ``config.model``: ``family = "rvae"`` plus :class:`~jaxse.nets.rvae.RVAEConfig` fields."""
+        """From ``config.model``: ``family = "rvae"`` plus :class:`~jaxse.rvae.net.RVAEConfig` fields."""
         m = config.model
         fields = {f.name for f in dataclasses.fields(RVAEConfig)}
         unknown = set(m.keys()) - fields - {"family"}
@@ -188,13 +188,13 @@ def rvae_loss(params, x_power, key, kl_weight, beta: float = 0.01, var_eps: floa
     return recon + kl_weight * beta * kl, {"recon": recon, "kl": kl}
 
 
-def train_step(state, waves, *, spec: RVAESpecConfig, tx: optax.GradientTransformation, objective: RVAEObjective):
-    """One Adam step on a batch of peak-normalised crops ``(B, L)``: ``(new_state, metrics)``.
+def train_step(state, batch, *, spec: RVAESpecConfig, tx: optax.GradientTransformation, objective: RVAEObjective):
+    """One Adam step on ``batch["waves"]`` (peak-normalised crops ``(B, L)``): ``(new_state, metrics)``.
 
     The encoder noise of step ``s`` comes from ``fold_in(state.key, s)``; ``state.ema_params`` stays ``None``.
     """
     key = jax.random.fold_in(state.key, state.step)
-    x = power_spectrogram(waves, spec)
+    x = power_spectrogram(batch["waves"], spec)
     kl_weight = kl_warmup_weight(state.step, objective.steps_per_epoch, objective.kl_warm_epochs)
 
     def loss_fn(params):
@@ -209,9 +209,9 @@ def train_step(state, waves, *, spec: RVAESpecConfig, tx: optax.GradientTransfor
     return new_state, metrics
 
 
-def eval_step(variables, waves, key, *, spec: RVAESpecConfig, objective: RVAEObjective) -> dict:
-    """Validation terms of a batch with the full KL weight: ``{"loss", "recon", "kl"}`` (no update)."""
-    loss, parts = rvae_loss(variables["params"], power_spectrogram(waves, spec), key, 1.0, objective.beta,
+def eval_step(variables, batch, key, *, spec: RVAESpecConfig, objective: RVAEObjective) -> dict:
+    """Validation terms of ``batch["waves"]`` with the full KL weight: ``{"loss", "recon", "kl"}`` (no update)."""
+    loss, parts = rvae_loss(variables["params"], power_spectrogram(batch["waves"], spec), key, 1.0, objective.beta,
                             objective.var_eps)
     return {"loss": loss, **parts}
 
@@ -274,7 +274,7 @@ def model_card(info: dict) -> str:
         "python -m jaxse.export runs/rvae -o OUTDIR",
         "```",
         "",
-        "Load it with `jaxse.rvae_convert.load_rvae(OUTDIR)`.",
+        "Load it with `jaxse.rvae.convert.load_rvae(OUTDIR)`.",
         "",
         "## Training data and license",
         "",
@@ -303,9 +303,9 @@ def model_card(info: dict) -> str:
 
 
 def export_rvae(directory, params, info: dict) -> Path:
-    """Write ``params`` as ``DIR/rvae.json`` + ``DIR/rvae_params.npz`` (:func:`jaxse.rvae_convert.save_rvae`)
+    """Write ``params`` as ``DIR/rvae.json`` + ``DIR/rvae_params.npz`` (:func:`jaxse.rvae.convert.save_rvae`)
     plus ``DIR/MODEL_CARD.md``; ``info`` (JSON-serialisable) goes into ``rvae.json`` next to the config."""
-    from jaxse.rvae_convert import PARAMS_FILE, save_rvae
+    from jaxse.rvae.convert import PARAMS_FILE, save_rvae
 
     directory = Path(directory)
     out = save_rvae(directory, params, extra=info)

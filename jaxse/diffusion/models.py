@@ -14,13 +14,15 @@ Parameterisations (``ScoreModel.parameterization``):
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import dataclasses
 
 import jax
 import jax.numpy as jnp
 
-from jaxse.nets.ncsnpp import NCSNpp, NCSNppConfig
-from jaxse.sde import OUVESDE, expand_t
+from jaxse.diffusion.ncsnpp import NCSNpp, NCSNppConfig
+from jaxse.diffusion.sde import OUVESDE, expand_t
 
 PARAMETERIZATIONS = ("udiffse", "noise")
 
@@ -28,6 +30,7 @@ PARAMETERIZATIONS = ("udiffse", "noise")
 @dataclasses.dataclass(frozen=True)
 class ScoreModel:
     net: NCSNppConfig = NCSNppConfig()
+    family: ClassVar[str] = "ncsnpp"  # the model family (jaxse.registry) recorded in checkpoints
     parameterization: str = "udiffse"
     sde: OUVESDE = OUVESDE()
 
@@ -70,11 +73,21 @@ class ScoreModel:
         """Closure ``(x, t) -> score`` for the samplers."""
         return lambda x, t: self.score(variables, x, t)
 
+    @property
+    def frame_multiple(self) -> int:
+        """Frame counts the network takes are multiples of this."""
+        return self.net.frame_multiple
+
     def to_dict(self) -> dict:
-        return {"net": self.net.to_dict(), "parameterization": self.parameterization, "sde": self.sde.to_dict()}
+        return {"family": self.family, "net": self.net.to_dict(), "parameterization": self.parameterization,
+                "sde": self.sde.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ScoreModel":
+        """Inverse of :meth:`to_dict`; also reads the descriptions written before ``family`` was recorded."""
+        family = d.get("family", cls.family)
+        if family != cls.family:
+            raise ValueError(f"not a diffusion prior's description (model family {family!r})")
         net = dict(d["net"])
         for k in ("ch_mult", "attn_resolutions", "fir_kernel"):
             if k in net:
@@ -82,8 +95,6 @@ class ScoreModel:
         return cls(net=NCSNppConfig(**net), parameterization=d["parameterization"], sde=OUVESDE(**d["sde"]))
 
 
-def count_params(tree) -> int:
-    return int(sum(x.size for x in jax.tree_util.tree_leaves(tree)))
 
 
 # Reference models.

@@ -1,0 +1,112 @@
+"""The diffusion methods' backend for the enhancement engine: UDiffSE / UDiffSE+ with a score model, and the
+loader of diffusion priors (train.py workdirs and exports, reference ``.ckpt`` / ``.npz``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from jaxse import parallel, registry
+from jaxse.diffusion.udiffse import PosteriorConfig, posterior_mean
+from jaxse.enhance import CheckpointError, MethodBackend
+from jaxse.spectral import SpecConfig
+
+
+class DiffusionBackend(MethodBackend):
+    """UDiffSE / UDiffSE+ with a score model: compressed Hann STFT (:func:`jaxse.parallel.batched_spec`),
+    ``NF = max |compress(stft(x))|`` (:func:`jaxse.parallel.norm_factor`), posterior mean
+    (:func:`jaxse.diffusion.udiffse.posterior_mean`, or ``posterior`` with its signature)."""
+
+    def __init__(self, model, variables, cfg: PosteriorConfig = PosteriorConfig(), spec: SpecConfig = SpecConfig(),
+                 posterior: Callable = posterior_mean):
+        self.model = model
+        self.variables = variables
+        self.cfg = cfg
+        self.spec = spec
+        self.posterior_fn = posterior
+        self.name = cfg.method
+        net = getattr(model, "net", None)
+        frame_multiple = getattr(net, "frame_multiple", None) or getattr(model, "frame_multiple", 1)
+        self.quantum = parallel.frame_quantum(frame_multiple, spec.pad_multiple)
+        self.quantum_note = f"lcm of the padding multiple {spec.pad_multiple} and the network's {frame_multiple}"
+
+    def norm_factor(self, wave):
+        return parallel.norm_factor(wave, self.spec)
+
+    def analysis(self, waves, lengths, num_frames):
+        return parallel.batched_spec(waves, lengths, num_frames, self.spec)
+
+    def synthesis(self, spec, lengths, row_length):
+        return parallel.batched_wave(spec, lengths, row_length, self.spec)
+
+    def posterior(self, variables, key, x, mask):
+        model = self.model
+
+        def score_fn(xx, t):
+            return model.score(variables, xx, t)
+
+        s, _ = self.posterior_fn(key, score_fn, model.sde, self.cfg, x[None], mask[None])
+        return s[0]
+
+    @property
+    def nfe(self) -> int:
+        return self.cfg.nfe
+
+    def cost(self) -> dict:
+        return {"nfe": self.cfg.nfe, "samples": self.cfg.num_samples}
+
+    def describe(self) -> str:
+        return (f"{self.cfg.method}, {self.cfg.nfe} network evaluations per segment (x{self.cfg.num_samples} "
+                "samples)")
+
+
+def default_checkpoint_path() -> Path:
+    """Where the prior shipped with the package lives: ``jaxse/assets/prior``."""
+    return registry.method("udiffse").default_checkpoint_path()
+
+
+def load_prior(checkpoint=None):
+    """``(model, variables, spec)`` from a train.py workdir/checkpoint, a reference ``.ckpt``/``.npz``, or the
+    default prior (:func:`default_checkpoint_path`). Raises :class:`CheckpointError` with one clear line."""
+    if checkpoint is None:
+        path = default_checkpoint_path()
+        if not path.exists():
+            raise CheckpointError("no prior is shipped with this installation yet (jaxse/assets/prior is "
+                                  "missing); pass --checkpoint PATH (a train.py workdir or checkpoint, or a "
+                                  "reference .ckpt/.npz)")
+    else:
+        path = Path(checkpoint)
+        if not path.exists():
+            raise CheckpointError(f"{path}: no such checkpoint")
+    _check_family(path)
+    try:
+        if path.is_file() and path.suffix.lower() in (".ckpt", ".npz", ".pt", ".pth"):
+            from jaxse.diffusion.convert import import_reference
+
+            model, variables = import_reference(path)
+            return model, variables, SpecConfig()
+        from jaxse.training import load_checkpoint
+
+        model, variables, meta = load_checkpoint(path, family="ncsnpp")
+        spec = SpecConfig(**meta["spec"]) if "spec" in meta else SpecConfig()
+        return model, variables, spec
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"{path}: could not load the checkpoint ({' '.join(str(exc).split())[:300]})") from exc
+
+
+def _check_family(path) -> None:
+    """:class:`CheckpointError` (one line) when ``path`` holds a checkpoint of another model family."""
+    found = registry.detect_family(path)
+    if found is not None and found != "ncsnpp":
+        raise CheckpointError(f"{path}: a checkpoint of the {found!r} model family; the methods of this one "
+                              f"({', '.join(registry.methods_of('ncsnpp'))}) need a 'ncsnpp' checkpoint")
+
+
+def load_backend(checkpoint, cfg: PosteriorConfig) -> DiffusionBackend:
+    """The backend of a diffusion method (:data:`jaxse.registry.METHODS`) with ``cfg`` and a prior."""
+    model, variables, spec = load_prior(checkpoint)
+    return DiffusionBackend(model, variables, cfg, spec)

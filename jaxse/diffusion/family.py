@@ -1,0 +1,113 @@
+"""The ``"ncsnpp"`` model family: the clean-speech diffusion prior (NCSN++/NCSN++M score network on the
+compressed complex STFT, OUVE SDE), trained by denoising score matching with an EMA of the parameters."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+
+from jaxse import registry
+from jaxse.diffusion import training as dsm
+from jaxse.diffusion.models import ScoreModel
+from jaxse.diffusion.ncsnpp import NCSNppConfig
+from jaxse.diffusion.sde import OUVESDE
+from jaxse.spectral import SpecConfig, spec_to_wave
+
+# Network output scaling implied by each parameterisation (see jaxse.diffusion.models).
+OUTPUT_SCALING = {"udiffse": "1/t", "noise": "none"}
+
+
+def pc_config(config):
+    """The prior sampler of ``config.sampling`` (steps, and snr / corrector_steps when given)."""
+    from jaxse.diffusion import samplers
+
+    sc = config.sampling
+    changes = {"num_steps": int(sc.num_steps)}
+    for name in ("snr", "corrector_steps"):
+        if name in sc:
+            changes[name] = sc[name]
+    return samplers.UDIFFSE_PC.replace(**changes)
+
+
+class DiffusionFamily(registry.Family):
+    name = "ncsnpp"
+    uses_ema = True
+    has_sampler = True
+
+    def model_from_config(self, config) -> ScoreModel:
+        """The NCSN++ fields + ``parameterization`` of ``config.model``, and ``config.sde``; the network's
+        ``output_scaling`` follows from the parameterisation ("udiffse" -> "1/t", "noise" -> "none")."""
+        m = config.model
+        parameterization = m.parameterization
+        if parameterization not in OUTPUT_SCALING:
+            raise ValueError(
+                f"config.model.parameterization must be one of {tuple(OUTPUT_SCALING)}, got {parameterization!r}")
+        net_fields = {f.name for f in dataclasses.fields(NCSNppConfig)} - {"output_scaling"}
+        unknown = set(m.keys()) - net_fields - {"parameterization", "family"}
+        if unknown:
+            raise ValueError(f"unknown config.model fields: {sorted(unknown)}")
+        net_kw = {k: m[k] for k in m.keys() if k in net_fields}
+        net = NCSNppConfig(output_scaling=OUTPUT_SCALING[parameterization], **net_kw)
+        return ScoreModel(net=net, parameterization=parameterization, sde=OUVESDE(**dict(config.sde)))
+
+    def model_from_dict(self, d: dict) -> ScoreModel:
+        return ScoreModel.from_dict(d)
+
+    def spec_from_config(self, config) -> SpecConfig:
+        return SpecConfig(sample_rate=int(config.data.sample_rate), **dict(config.spec))
+
+    def validate_config(self, config, model) -> None:
+        if int(config.training.sample_every) > 0 and int(config.sampling.num_frames) % model.net.frame_multiple:
+            raise ValueError(f"sampling.num_frames={config.sampling.num_frames} is not a multiple of the "
+                             f"network's frame multiple ({model.net.frame_multiple})")
+
+    def train_step(self, model, spec, tx, ema_decay, objective):
+        return functools.partial(dsm.train_step, model=model, spec=spec, tx=tx, ema_decay=float(ema_decay))
+
+    def eval_step(self, model, spec, objective):
+        return functools.partial(dsm.eval_step, model=model, spec=spec)
+
+    def sample_fn(self, model, spec, config, pc=None):
+        """``(variables, key) -> waves (sampling.num_samples, crop_length(sampling.num_frames))``: prior samples
+        of :func:`jaxse.diffusion.samplers.sample` (``pc``, default :func:`pc_config`), spectrogram inverted."""
+        from jaxse.diffusion import samplers
+
+        cfg = pc_config(config) if pc is None else pc
+        num_frames = int(config.sampling.num_frames)
+        shape = (int(config.sampling.num_samples), spec.num_bins, num_frames)
+        length = spec.crop_length(num_frames)
+
+        def fn(variables, key):
+            x, _ = samplers.sample(key, model.score_fn(variables), model.sde, cfg, shape)
+            return spec_to_wave(x, length, spec)
+
+        return fn
+
+    def warm_start(self, model, source, steps_per_epoch):
+        from jaxse.training import load_checkpoint
+
+        src_model, variables, info = load_checkpoint(source, family=self.name)
+        if src_model.to_dict() != model.to_dict():
+            raise ValueError(f"training.init_from={source}: its model {src_model.to_dict()} differs from the "
+                             f"config's {model.to_dict()}")
+        return variables, int(info.get("step") or 0)
+
+    def restore_target(self, model, meta: dict) -> dict:
+        shapes = model.abstract_variables(int(meta.get("num_bins", SpecConfig(**meta["spec"]).num_bins)))
+        return {"ema_params": shapes["params"], "constants": shapes["constants"]}
+
+    def inference_variables(self, restored: dict) -> dict:
+        return {"params": restored["ema_params"], "constants": restored["constants"]}
+
+    def export(self, directory, model, variables, spec, step, valid_loss, config, info):
+        from jaxse.export import export_prior
+
+        train_config = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
+        return export_prior(directory, model, jax.device_get(variables), spec, step=step,
+                            extra={"valid_loss_ema": None if valid_loss is None else float(valid_loss),
+                                   "train_config": train_config, **(info or {})})
+
+
+FAMILY = DiffusionFamily()

@@ -1,0 +1,237 @@
+"""The model families and the enhancement methods, by name: what ``train.py``, export, ``enhance.py`` and the
+benchmark dispatch on.
+
+A **family** is a kind of trained model (``config.model.family``; recorded as ``model.family`` in every
+checkpoint and export). Its object (a :class:`Family`) builds the model and spectral settings from a config,
+supplies the loss (train and eval steps), optional prior samples, warm start, checkpoint loading and export;
+the training loop in :mod:`jaxse.training` owns everything else (data, mesh, optimizer, checkpoints, logs).
+
+A **method** is what ``enhance.py --method`` names: the family whose checkpoints it runs on, its settings
+class, the shipped default checkpoint, and a loader of its backend (a :class:`jaxse.enhance.MethodBackend`).
+A method may declare a ``conditioning`` input (an extra per-utterance array that the enhancement engine cuts,
+pads and batches with the same plan as the waveform).
+
+Both tables hold import paths, not objects: nothing of a family is imported until it is asked for. A new
+family is one subpackage plus one entry here (and its configs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+from typing import Any
+
+# family name -> "module:attribute" of its Family object.
+_FAMILIES = {
+    "ncsnpp": "jaxse.diffusion.family:FAMILY",  # the diffusion prior of UDiffSE/UDiffSE+ (NCSN++/NCSN++M)
+    "rvae": "jaxse.rvae.family:FAMILY",  # the RVAE speech model of the RVAE-EM baselines
+}
+DEFAULT_FAMILY = "ncsnpp"  # what a config or checkpoint without ``model.family`` is (the original format)
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+class RegistryError(ValueError):
+    """An unknown family or method, or a checkpoint of another family than the one asked for (one line)."""
+
+
+def _resolve(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+# ------------------------------------------------------------------------------------------- families
+
+
+class Family:
+    """The interface of a model family (one instance per family, stateless; see :mod:`jaxse.diffusion.family`
+    and :mod:`jaxse.rvae.family`). Defaults are those of a family without EMA, sampler or extra data."""
+
+    name: str = ""
+    uses_ema: bool = True  # validation, samples and export use an EMA of the parameters
+    has_sampler: bool = False  # can write prior samples during training (``training.sample_every``)
+    counts_epochs: bool = False  # its runs are measured in epochs (logged ``train/epoch``)
+
+    def model_from_config(self, config):
+        """The model object (hashable, ``to_dict``/``init_variables``/``abstract_variables``)."""
+        raise NotImplementedError
+
+    def model_from_dict(self, d: dict):
+        """Inverse of ``model.to_dict()`` (the ``model`` entry of a checkpoint's metadata)."""
+        raise NotImplementedError
+
+    def spec_from_config(self, config):
+        """The spectral settings (``num_bins``, ``sample_rate``, ``crop_length(frames)``, ``to_dict``)."""
+        raise NotImplementedError
+
+    def validate_config(self, config, model) -> None:
+        """Family-specific checks of a training config (``ValueError`` with one line)."""
+
+    def dataset_options(self, config) -> dict:
+        """Extra keyword arguments of :class:`jaxse.data.CleanSpeechDataset` for this family."""
+        return {}
+
+    def objective(self, config, steps_per_epoch: int):
+        """Loss settings that depend on the data set (``None`` when the loss has none)."""
+        return None
+
+    def train_step(self, model, spec, tx, ema_decay: float, objective):
+        """Pure ``(state, batch) -> (state, metrics)`` (``batch["waves"]``: clean crops; jitted by the loop)."""
+        raise NotImplementedError
+
+    def eval_step(self, model, spec, objective):
+        """Pure ``(variables, batch, key) -> {"loss": scalar, ...}``."""
+        raise NotImplementedError
+
+    def sample_fn(self, model, spec, config):
+        """Pure ``(variables, key) -> waves (n, length)`` of prior samples; only when :attr:`has_sampler`."""
+        raise NotImplementedError(f"the {self.name} family has no prior sampler")
+
+    def data_info(self, train_ds, steps_per_epoch: int) -> dict:
+        """Facts about the training data stored in each checkpoint's metadata (``"data"``), or ``{}``."""
+        return {}
+
+    def warm_start(self, model, source, steps_per_epoch: int | None):
+        """``(variables, step)`` of a trained model at ``source`` for ``training.init_from``."""
+        raise NotImplementedError
+
+    def restore_target(self, model, meta: dict) -> dict:
+        """The subtree of the checkpointed train state that inference needs (abstract arrays)."""
+        raise NotImplementedError
+
+    def inference_variables(self, restored: dict) -> dict:
+        """``{"params", "constants"}`` from the restored :meth:`restore_target` subtree."""
+        raise NotImplementedError
+
+    def export(self, directory, model, variables, spec, step: int, valid_loss, config, info: dict) -> Path:
+        """Write an inference export of ``variables`` at ``directory`` (which does not exist yet)."""
+        raise NotImplementedError
+
+
+def family_names() -> tuple[str, ...]:
+    return tuple(_FAMILIES)
+
+
+def family(name: str | None) -> Family:
+    """The family object called ``name`` (``None``: the default family)."""
+    name = DEFAULT_FAMILY if name is None else str(name)
+    if name not in _FAMILIES:
+        raise RegistryError(f"unknown model family {name!r} (one of {', '.join(_FAMILIES)})")
+    return _resolve(_FAMILIES[name])
+
+
+def family_of_config(config) -> Family:
+    """The family of a training config: ``config.model.family`` (default :data:`DEFAULT_FAMILY`)."""
+    return family(config.model.get("family", DEFAULT_FAMILY))
+
+
+def family_of_model(model) -> Family:
+    return family(getattr(model, "family", DEFAULT_FAMILY))
+
+
+def family_name_of_metadata(meta: dict) -> str:
+    """The family a checkpoint's metadata records (checkpoints from before the record are the default's)."""
+    return str((meta.get("model") or {}).get("family", DEFAULT_FAMILY))
+
+
+def check_family(meta_or_name, expected: str, where) -> None:
+    """:class:`RegistryError` (one line) when a checkpoint is not of the ``expected`` family."""
+    found = meta_or_name if isinstance(meta_or_name, str) else family_name_of_metadata(meta_or_name)
+    if found != expected:
+        raise RegistryError(f"{where}: a checkpoint of the {found!r} model family, not {expected!r} as needed here")
+
+
+def detect_family(path) -> str | None:
+    """The family of the checkpoint at ``path`` when its files say so, else ``None``: an RVAE directory
+    (``rvae.json``, family ``"rvae"`` unless it records another), or a train.py workdir / checkpoint / export
+    (its metadata's ``model.family``). Reference files (``.ckpt``, ``.npz``, ``.pt``) record none."""
+    import json
+
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    info = path / "rvae.json"
+    if info.is_file():
+        try:
+            return str(json.loads(info.read_text()).get("family", "rvae"))
+        except (OSError, ValueError):
+            return "rvae"
+    if (path / "checkpoints").is_dir() or (path / "metadata").exists() or any(
+            p.name.isdigit() for p in path.iterdir()):
+        from jaxse.training import read_checkpoint_metadata
+
+        try:
+            return family_name_of_metadata(read_checkpoint_metadata(path))
+        except Exception:  # not readable as a checkpoint: the loader will say why
+            return None
+    return None
+
+
+# -------------------------------------------------------------------------------------------- methods
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """An enhancement method of ``enhance.py --method``.
+
+    Attributes:
+      name: the method's name on the command line.
+      family: the model family of its checkpoints.
+      settings: ``"module:Class"`` of its settings (a frozen dataclass with a ``method`` field).
+      settings_method: the value of the settings' ``method`` field for this method.
+      loader: ``"module:function"``, ``function(checkpoint, cfg) -> MethodBackend`` (checkpoint ``None``: the
+        default one).
+      default_checkpoint: the folder under ``jaxse/assets`` of the shipped checkpoint.
+      conditioning: name of an extra per-utterance input the posterior takes (``None``: none).
+    """
+
+    name: str
+    family: str
+    settings: str
+    settings_method: str
+    loader: str
+    default_checkpoint: str
+    conditioning: str | None = None
+
+    @property
+    def settings_class(self):
+        return _resolve(self.settings)
+
+    def make_settings(self, **fields):
+        """The settings with ``fields`` overridden (the ``method`` field is always this method's)."""
+        fields["method"] = self.settings_method
+        return self.settings_class(**fields)
+
+    def default_checkpoint_path(self) -> Path:
+        return ASSETS / self.default_checkpoint
+
+    def load_backend(self, checkpoint, cfg):
+        return _resolve(self.loader)(checkpoint, cfg)
+
+
+def _diffusion(name: str) -> Method:
+    return Method(name, "ncsnpp", "jaxse.diffusion.udiffse:PosteriorConfig", name,
+                  "jaxse.diffusion.backend:load_backend", "prior")
+
+
+def _rvae(algorithm: str) -> Method:
+    return Method("rvae-" + algorithm, "rvae", "jaxse.rvae.posterior:RVAEPosteriorConfig", algorithm,
+                  "jaxse.rvae.backend:load_backend", "rvae")
+
+
+# Kept in sync with jaxse.diffusion.udiffse.METHODS and jaxse.rvae.posterior.METHODS (tested).
+_METHODS = {m.name: m for m in (
+    _diffusion("udiffse"), _diffusion("udiffse+"),
+    _rvae("vem"), _rvae("mhem"), _rvae("malaem"), _rvae("ldem"),
+)}
+METHODS = tuple(_METHODS)  # enhance.py --method choices, in the order the help lists them
+
+
+def method(name: str) -> Method:
+    if name not in _METHODS:
+        raise RegistryError(f"unknown method {name!r} (one of {', '.join(METHODS)})")
+    return _METHODS[name]
+
+
+def methods_of(family_name: str) -> tuple[str, ...]:
+    return tuple(n for n, m in _METHODS.items() if m.family == family_name)
