@@ -185,6 +185,10 @@ def main(argv):
                                     progress=FLAGS.progress)
     log_path = FLAGS.log or str(Path(FLAGS.output) / enhance.LOG_NAME)
     sys.stderr.write(summary.line(log_path) + "\n")
+    if summary.done or summary.skipped:  # where the results are (stdout: the one line a script may read)
+        source = Path(argv[1])
+        where = Path(FLAGS.output) / source.name if source.is_file() else Path(FLAGS.output)
+        print(f"enhanced audio: {where}" if source.is_file() else f"enhanced audio in: {where}")
     return summary.exit_code
 
 

@@ -806,7 +806,7 @@ def _check_writable(path: Path, what: str, *, directory: bool) -> None:
 
 
 def enhance_files(input_path, output_dir, enhancer: Enhancer, *, overwrite: bool = False, log_path=None,
-                  stream=None, progress: bool = True) -> RunSummary:
+                  stream=None, progress: bool = True, conditioning: Callable[[str], Any] | None = None) -> RunSummary:
     """Enhance a file or a directory tree into ``output_dir`` (same relative paths and extensions).
 
     Each file is read (any format libsndfile reads), mixed down to mono, resampled to the prior's rate,
@@ -816,6 +816,10 @@ def enhance_files(input_path, output_dir, enhancer: Enhancer, *, overwrite: bool
     An output whose peak is implausibly far above its input's (:func:`peak_warning`) is still written (clipped
     to the format's range where it clips) but its row keeps status ``ok`` with a ``warning: ...`` message, one
     ``WARNING`` line goes to ``stream`` and it counts in :attr:`RunSummary.warned`.
+
+    ``conditioning``: for a method with a :class:`Conditioning`, ``conditioning(rel_path) -> (frames, dim)``
+    gives each file's stream (e.g. its feature file); an exception it raises fails that file only (its one-line
+    message is logged).
 
     Raises ``ValueError`` before creating anything if the output or the log cannot be written or the output
     would overwrite the input (:func:`check_output_paths`).
@@ -911,7 +915,15 @@ def enhance_files(input_path, output_dir, enhancer: Enhancer, *, overwrite: bool
             subtype = _subtype_of(f)
             payload = (rel, out_path, audio.sample_rate, audio.samples.shape[0], subtype, time.perf_counter() - t0,
                        float(np.max(np.abs(audio.samples))))
-            for res in enhancer.submit(rel, x, payload):
+            cond = None
+            if conditioning is not None:
+                try:
+                    cond = conditioning(rel)
+                except Exception as exc:  # a missing or unreadable stream fails this file only
+                    finish(rel, None, time.perf_counter() - t0, "error",
+                           " ".join(str(exc).split()) or type(exc).__name__)
+                    continue
+            for res in enhancer.submit(rel, x, payload, cond):
                 on_result(res)
         for res in enhancer.flush():
             on_result(res)

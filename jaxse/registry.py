@@ -235,3 +235,11 @@ def method(name: str) -> Method:
 
 def methods_of(family_name: str) -> tuple[str, ...]:
     return tuple(n for n, m in _METHODS.items() if m.family == family_name)
+
+
+def method_named_by(family_name: str, settings_method: str) -> str:
+    """The method of ``family_name`` whose settings say ``method=settings_method`` (``"ldem"`` -> ``"rvae-ldem"``)."""
+    for n in methods_of(family_name):
+        if _METHODS[n].settings_method == settings_method:
+            return n
+    raise RegistryError(f"no {family_name} method has the settings method {settings_method!r}")

@@ -145,6 +145,7 @@ def test_report_table(quick):
         assert word in text
 
 
+@pytest.mark.slow  # three benchmark subprocesses, ~20 s
 def test_cache_sweep_two_cached_runs_and_one_without(tmp_path, fast_compile):
     out = tmp_path / "cache.json"
     rc = benchmark.main(["--quick", "--networks", "tiny", "--methods", "none", "--sweeps", "cache",

@@ -113,3 +113,30 @@ def test_without_conditioning_the_program_takes_none():
     [y] = enh.enhance([w])
     np.testing.assert_allclose(y, w, atol=1e-4)
     assert math.isclose(float(np.max(np.abs(y))), float(np.max(np.abs(w))), rel_tol=1e-3)
+
+
+def test_enhance_files_passes_each_file_its_stream(tmp_path):
+    import soundfile as sf
+
+    from jaxse.enhance import enhance_files
+
+    (tmp_path / "in" / "spk").mkdir(parents=True)
+    waves = {"a.wav": _wave(0.5, 5), "spk/b.wav": _wave(0.6, 6), "c.wav": _wave(0.5, 7)}
+    for rel, w in waves.items():
+        sf.write(tmp_path / "in" / rel, w, SR, subtype="FLOAT")
+    gains = {"a.wav": 2.0, "spk/b.wav": 0.5}
+
+    def features(rel):
+        if rel not in gains:
+            raise FileNotFoundError(f"no features for {rel}")
+        return np.full((int(len(waves[rel]) / SR * 25), 3), gains[rel])
+
+    enh = Enhancer(GainBackend(), batch_size=2, chunk_frames=64)
+    summary = enhance_files(tmp_path / "in", tmp_path / "out", enh, progress=False, conditioning=features)
+    assert (summary.done, summary.failed) == (2, 1)
+    for rel, g in gains.items():
+        y, _ = sf.read(tmp_path / "out" / rel, dtype="float32")
+        np.testing.assert_allclose(y, g**2 * waves[rel], atol=4e-4)
+    assert not (tmp_path / "out" / "c.wav").exists()
+    log = (tmp_path / "out" / "enhance_log.csv").read_text()
+    assert "no features for c.wav" in log

@@ -106,6 +106,7 @@ def test_cli_end_to_end_resume_and_overwrite(input_tree, tiny_checkpoint, tmp_pa
     err = p.stderr
     assert err.count("mixed down to mono") == 1
     assert "failed 5" in err and "enhanced 3/8 files" in err and "1 compiled program(s)" in err, err[-2000:]
+    assert p.stdout.strip() == f"enhanced audio in: {out}"  # where the results went, for a folder
 
     rows = {r["file"]: r for r in _log(out / "enhance_log.csv")}
     assert set(rows) == {"a.flac", "spk/b.wav", "silence.wav", "empty.wav", "zero_frames.wav", "text.wav",
@@ -178,6 +179,7 @@ def test_checkpoint_sampler_settings_apply_unless_given_on_the_command_line(inpu
     assert "udiffse+, 3 network evaluations per segment (x1 samples)" in p.stderr, p.stderr[-2000:]
     line = [x for x in p.stderr.splitlines() if "sampler_settings.json" in x]
     assert len(line) == 1 and line[0].endswith("num_steps=3, lmbd=2.0"), line  # num_samples came from the CLI
+    assert p.stdout.strip() == f"enhanced audio: {tmp_path / 'out' / 'a.flac'}"  # the one output, for a file
 
     (ckpt / "sampler_settings.json").write_text(json.dumps({"methods": {"udiffse+": {"no_such_field": 1}}}))
     p = run_cli(input_tree / "a.flac", "-o", tmp_path / "out2", "--checkpoint", ckpt, "--method", "udiffse+", *fast)

@@ -119,6 +119,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # 2 localhost processes, ~40 s; runs in .ci/run's slow pass
 def test_two_processes_match_one_process(synth_data, tmp_path):  # noqa: F811
     cfg = ["--config", str(REPO / "configs" / "cpu_small.py"), *tiny_override_flags(synth_data),
            "--config.training.num_steps=3", "--config.training.checkpoint_every=3", "--config.training.sample_every=0",

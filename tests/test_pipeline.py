@@ -24,6 +24,7 @@ from jaxse.evaluation import mix
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # mix -> enhance -> evaluate end to end, ~40 s
 def test_mix_enhance_evaluate(data_dir, tmp_path):
     sets = tmp_path / "mixed"
     assert mix.main(["--clean", str(data_dir / "test"), "--noise", str(data_dir / "noise" / "test"),

@@ -28,6 +28,20 @@ def test_every_method_of_each_family_is_registered_once():
         assert make_config(name).method == m.settings_method  # the settings name the method
         assert config_class(name) is type(make_config(name))
     assert registry.methods_of("rvae") == tuple("rvae-" + m for m in rvae_posterior.METHODS)
+    assert registry.method_named_by("rvae", "ldem") == "rvae-ldem"
+    with pytest.raises(registry.RegistryError):
+        registry.method_named_by("rvae", "udiffse")
+
+
+def test_commands_keep_the_names_users_type():
+    import importlib
+
+    for old, new in (("mix", "evaluation.mix"), ("evaluate", "evaluation.evaluate"), ("compare", "evaluation.compare"),
+                     ("benchmark", "evaluation.benchmark"), ("convert", "diffusion.convert"),
+                     ("rvae_convert", "rvae.convert")):
+        assert importlib.import_module(f"jaxse.{old}").main is importlib.import_module(f"jaxse.{new}").main
+    p = subprocess.run([sys.executable, "-m", "jaxse.compare", "--help"], capture_output=True, text=True)
+    assert p.returncode == 0 and "python -m jaxse.compare" in p.stdout
 
 
 def test_unknown_names_are_one_line_errors():

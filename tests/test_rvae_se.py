@@ -298,7 +298,8 @@ def test_silent_input_gives_zeros(run, mix, method):
     assert all(bool(jnp.all(jnp.isfinite(aux[k]))) for k in ("W", "H", "g"))
 
 
-@pytest.mark.parametrize("method", METHODS)
+# LDEM in the default suite, the other three (15-25 s each) in the slow pass.
+@pytest.mark.parametrize("method", [m if m == "ldem" else pytest.param(m, marks=pytest.mark.slow) for m in METHODS])
 def test_debug_loop_vmap_and_padding_are_equivalent(params, mix, data_dir, method, fast_compile):
     """In float64: the Python EM loop equals the scan; a vmapped batch equals single runs; a zero-padded row with
     its mask equals the unpadded utterance (the LSTMs reset on masked frames and every draw is frame-major).

@@ -460,6 +460,7 @@ def test_warm_started_phased_run_logs_and_exports(warm_phased_run, fast_compile)
     assert not any(p.name.endswith((".tmp", ".old")) for p in root.iterdir())
 
 
+@pytest.mark.slow  # two training runs, ~30 s
 def test_phased_run_resumes_exactly_across_a_phase_change(warm_phased_run, tmp_path, fast_compile):
     config, _, straight = warm_phased_run
     half = config.copy_and_resolve_references()

@@ -45,6 +45,7 @@ def test_refuses_test_speech(data_dir, tmp_path):
         tune_valid.main([str(out), "method=udiffse+"])
 
 
+@pytest.mark.slow  # enhances a valid set per setting, ~25 s
 def test_sweep_scores_every_setting_and_checkpoint(valid_mix, tmp_path, fast_compile, capsys):
     out = tmp_path / "sweep.json"
     rc = tune_valid.main([str(valid_mix), "method=udiffse+,num_steps=2,num_samples=1,chunk_frames=128",

@@ -256,7 +256,7 @@ def rvae_method(name: str, method_name: str | None = None, **fixed) -> Method:
 
     full = RunSettings(steps=1, em_iters=base.num_em, samples=1, batch=1, frames=FULL_FRAMES)
     if method_name is None:
-        method_name = next(n for n in registry.methods_of("rvae") if registry.method(n).settings_method == name)
+        method_name = registry.method_named_by("rvae", name)
     return Method(method_name, f"RVAE EM, {name} (jaxse.rvae.posterior, one utterance)", program,
                   lambda s: cfg(s).nfe, lambda s: int(cfg(s).cost()["chains"]), lambda s: cfg(s).to_dict(), full,
                   ("em_iters", "frames"), RVAE, lambda s: cfg(s).cost())

@@ -33,7 +33,7 @@ class RVAEBackend(MethodBackend):
         self.cfg = cfg
         self.spec = spec
         self.posterior_fn = posterior
-        self.name = "rvae-" + cfg.method
+        self.name = registry.method_named_by("rvae", cfg.method)
         self.quantum = int(frame_quantum)
         self.quantum_note = "the RVAE's bucket quantum"
         self.eps = float(eps)
