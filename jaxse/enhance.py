@@ -923,7 +923,7 @@ def enhance_files(input_path, output_dir, enhancer: Enhancer, *, overwrite: bool
                     finish(rel, None, time.perf_counter() - t0, "error",
                            " ".join(str(exc).split()) or type(exc).__name__)
                     continue
-            for res in enhancer.submit(rel, x, payload, cond):
+            for res in enhancer.submit(rel, x, payload, *(() if cond is None else (cond,))):
                 on_result(res)
         for res in enhancer.flush():
             on_result(res)
