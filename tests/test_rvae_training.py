@@ -381,3 +381,10 @@ def test_train_py_rvae_on_shared_data(data_dir, tmp_path):
     # the trimmed training set of the data pack: fewer chunks than its untrimmed 2 h would give
     assert meta["data"]["train_files"] > 1000 and 1.0 < meta["data"]["train_hours"] < 2.0
     assert meta["data"]["steps_per_epoch"] == math.ceil(meta["data"]["train_chunks"] / 2)
+
+
+def test_model_card_reproduces_a_warm_started_export_from_its_source():
+    scratch = rt._reproduce({"step": 2744})
+    assert "configs/rvae.py" in scratch[0] and "num_steps=2744" in scratch[0]
+    warm = "\n".join(rt._reproduce({"step": 6935, "init_from": {"source": "jaxse/assets/rvae", "step": 4088}}))
+    assert "--config.training.init_from=jaxse/assets/rvae" in warm and "num_steps=6935" in warm

@@ -223,6 +223,18 @@ def _fmt(x, spec: str = ".4f") -> str:
     return "n/a" if x is None else format(x, spec)
 
 
+def _reproduce(info: dict) -> list[str]:
+    """The commands that make this export: from scratch, or continuing the RVAE it was warm-started from."""
+    warm = info.get("init_from") or {}
+    if not warm.get("source"):
+        return [f"python train.py --config configs/rvae.py --workdir runs/rvae --config.training.num_steps={info.get('step')}",
+                "python -m jaxse.export runs/rvae -o OUTDIR"]
+    return [f"# warm start from {warm['source']} (its step {warm.get('step')}), e.g. configs/rvae_long.py:",
+            f"python train.py --config CONFIG --workdir runs/rvae_long --config.training.init_from={warm['source']} "
+            f"--config.training.num_steps={info.get('step')}",
+            "python -m jaxse.export runs/rvae_long -o OUTDIR"]
+
+
 def model_card(info: dict) -> str:
     """MODEL_CARD.md text for an exported RVAE; ``info`` is what :func:`export_rvae` puts in ``rvae.json``."""
     cfg = info["config"]
@@ -270,8 +282,7 @@ def model_card(info: dict) -> str:
         "Reproduce:",
         "",
         "```bash",
-        f"python train.py --config configs/rvae.py --workdir runs/rvae --config.training.num_steps={info.get('step')}",
-        "python -m jaxse.export runs/rvae -o OUTDIR",
+        *_reproduce(info),
         "```",
         "",
         "Load it with `jaxse.rvae.convert.load_rvae(OUTDIR)`.",
