@@ -244,6 +244,11 @@ class Enhancer:
       buckets: frame buckets (default :func:`jaxse.parallel.bucket_sizes`).
       silence_threshold: inputs whose peak is at most this come back as zeros (not enhanced).
       max_pending: most unfinished inputs held before partial batches are run (bounds memory and latency).
+      tail_batches: run a partial batch (the last of a bucket, or one forced by ``max_pending``) on a program
+        compiled for the smallest of :attr:`row_counts` that holds it (powers of two times the device count,
+        and ``batch_size``) instead of padding it to ``batch_size`` with dummy rows: at most
+        ``log2(batch_size / devices) + 1`` programs per bucket, compiled on first use. ``False``: one program
+        per bucket, partial batches padded.
       dtype: float dtype of the rows (``np.float64`` needs ``jax_enable_x64``, and float64 variables for a
         float64 posterior; for exact comparisons in tests).
     """
@@ -251,7 +256,8 @@ class Enhancer:
     def __init__(self, model, variables=None, cfg=None, *, spec=None,
                  batch_size: int = 4, chunk_frames: int = 1024, overlap: float = 0.5, seed: int = 0, devices=None,
                  posterior: Callable | None = None, buckets: Sequence[int] | None = None,
-                 silence_threshold: float = 2.0**-15, max_pending: int | None = None, dtype=np.float32):
+                 silence_threshold: float = 2.0**-15, max_pending: int | None = None, tail_batches: bool = True,
+                 dtype=np.float32):
         if isinstance(model, MethodBackend):
             given = [n for n, v in (("variables", variables), ("cfg", cfg), ("spec", spec), ("posterior", posterior))
                      if v is not None]
@@ -289,8 +295,9 @@ class Enhancer:
         self.max_pending = int(max_pending) if max_pending else 2 * self.batch_size
         self.variables = jax.device_put(backend.variables, parallel.replicated(self.mesh))
         self.chunk_length = (self.chunk_frames - 1) * self.spec.hop_length  # exactly chunk_frames frames
-        self._programs: dict[int, Any] = {}
-        self.compile_seconds: dict[int, float] = {}
+        self.tail_batches = bool(tail_batches)
+        self._programs: dict[tuple[int, int], Any] = {}  # (frames, rows) -> compiled program
+        self.compile_seconds: dict[tuple[int, int], float] = {}
         self.num_batches = 0
         self.num_rows = 0
         self.num_dummy_rows = 0
@@ -305,8 +312,24 @@ class Enhancer:
 
     @property
     def compile_count(self) -> int:
-        """Programs compiled so far (at most one per bucket)."""
+        """Programs compiled so far (per bucket: one per row count used, see :attr:`row_counts`)."""
         return len(self._programs)
+
+    @property
+    def row_counts(self) -> tuple[int, ...]:
+        """The batch sizes programs are compiled for: ``batch_size``, and with ``tail_batches`` also the
+        powers of two times the device count below it (a partial batch runs on the smallest that holds it)."""
+        if not self.tail_batches:
+            return (self.batch_size,)
+        sizes, n = [], self.num_devices
+        while n < self.batch_size:
+            sizes.append(n)
+            n *= 2
+        return tuple(sizes) + (self.batch_size,)
+
+    def rows_for_batch(self, n: int) -> int:
+        """The compiled batch size that runs ``n`` rows (``1 <= n <= batch_size``)."""
+        return next(b for b in self.row_counts if b >= n)
 
     @property
     def nfe(self) -> int:
@@ -314,7 +337,7 @@ class Enhancer:
         passes, each on the chains)."""
         return self.backend.nfe
 
-    def _build(self, num_frames: int):
+    def _build(self, num_frames: int, b: int):
         backend = self.backend
         row = parallel.row_length(num_frames, self.spec)
         cond = backend.conditioning
@@ -335,7 +358,6 @@ class Enhancer:
         rows = parallel.batch_sharding(self.mesh)
         jitted = jax.jit(fn, in_shardings=(parallel.replicated(self.mesh),) + (rows,) * (n_args - 1),
                          out_shardings=rows)
-        b = self.batch_size
         args = (self.variables,
                 jax.ShapeDtypeStruct((b, row), self.dtype), jax.ShapeDtypeStruct((b,), jnp.int32),
                 jax.ShapeDtypeStruct((b,), self.dtype), jax.ShapeDtypeStruct((b, 5), jnp.uint32))
@@ -344,21 +366,24 @@ class Enhancer:
             args += (jax.ShapeDtypeStruct((b, k, cond.dim), np.dtype(cond.dtype)), jax.ShapeDtypeStruct((b,), jnp.int32))
         t0 = time.perf_counter()
         compiled = jitted.lower(*args).compile()
-        self.compile_seconds[num_frames] = time.perf_counter() - t0
+        self.compile_seconds[(num_frames, b)] = time.perf_counter() - t0
         return compiled
 
-    def program(self, num_frames: int):
-        """The compiled program of a bucket (compiled on first use, then cached)."""
-        if num_frames not in self._programs:
-            self._programs[num_frames] = self._build(num_frames)
-        return self._programs[num_frames]
+    def program(self, num_frames: int, rows: int | None = None):
+        """The compiled program of a bucket for ``rows`` rows (default ``batch_size``; one of
+        :attr:`row_counts`), compiled on first use, then cached."""
+        key = (int(num_frames), self.batch_size if rows is None else int(rows))
+        if key not in self._programs:
+            self._programs[key] = self._build(*key)
+        return self._programs[key]
 
     def run_rows(self, num_frames: int, waves: Sequence[np.ndarray], nfs: Sequence[float],
                  kdata: Sequence[np.ndarray], conds: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
         """Enhance up to ``batch_size`` rows of at most ``num_frames`` frames in one call (low level);
-        ``conds``: each row's conditioning frames, for a backend with a conditioning."""
-        b = self.batch_size
+        ``conds``: each row's conditioning frames, for a backend with a conditioning. The rows run on the
+        program of :meth:`rows_for_batch` rows (padded with silent dummy rows up to it)."""
         n = len(waves)
+        b = self.rows_for_batch(max(n, 1))
         row = parallel.row_length(num_frames, self.spec)
         x, lengths = parallel.pad_rows(waves, b, row, self.dtype)
         nf = np.ones((b,), self.dtype)
@@ -378,7 +403,7 @@ class Enhancer:
                 counts[i] = min(len(ci), k)
                 c[i, :counts[i]] = ci[:k]
             extra = (c, counts)
-        out = np.asarray(self.program(num_frames)(self.variables, x, lengths, nf, kd, *extra))
+        out = np.asarray(self.program(num_frames, b)(self.variables, x, lengths, nf, kd, *extra))
         self.num_batches += 1
         self.num_rows += n
         self.num_dummy_rows += b - n
@@ -501,7 +526,7 @@ class Enhancer:
     def _run_bucket(self, bucket: int) -> list[EnhanceResult]:
         q = self._queues[bucket]
         rows, self._queues[bucket] = q[: self.batch_size], q[self.batch_size:]
-        self.program(bucket)  # compile outside the timed call (compile time is reported apart)
+        self.program(bucket, self.rows_for_batch(len(rows)))  # compile outside the timed call (reported apart)
         t1 = time.perf_counter()
         try:
             conds = None if self.backend.conditioning is None else [r.cond for r in rows]
@@ -547,7 +572,7 @@ class Enhancer:
     def stats(self) -> dict:
         return {
             "compile_count": self.compile_count,
-            "compile_seconds": {int(k): round(v, 3) for k, v in self.compile_seconds.items()},
+            "compile_seconds": {f"{f}x{b}": round(v, 3) for (f, b), v in self.compile_seconds.items()},
             "batches": self.num_batches,
             "rows": self.num_rows,
             "dummy_rows": self.num_dummy_rows,

@@ -109,7 +109,7 @@ def test_batch_equals_each_utterance_alone(method, fast_compile):
 
 
 def test_no_recompilation_for_a_second_batch_of_a_bucket(caplog, fast_compile):
-    enh = Enhancer(GaussianPrior(), {}, CHEAP, batch_size=2, chunk_frames=128)
+    enh = Enhancer(GaussianPrior(), {}, CHEAP, batch_size=2, chunk_frames=128, tail_batches=False)
     rng = np.random.default_rng(1)
     enh.enhance([rng.standard_normal(n).astype(np.float32) for n in (9000, 10000)], ["x", "y"])
     assert enh.compile_count == 1 and enh.num_batches == 1
@@ -132,8 +132,29 @@ def test_dataset_run_compiles_once_per_bucket_at_most(fast_compile):
     lengths = rng.integers(400, 80_000, size=16)
     out = enh.enhance([0.1 * rng.standard_normal(n).astype(np.float32) for n in lengths])
     assert [len(o) for o in out] == list(lengths)
-    assert enh.compile_count <= len(enh.buckets) == 4  # 64, 128, 192, 256 frames
-    assert set(enh.compile_seconds) <= set(enh.buckets)
+    assert enh.row_counts == (1, 2, 3) and len(enh.buckets) == 4  # 64, 128, 192, 256 frames
+    assert set(enh.compile_seconds) <= {(f, b) for f in enh.buckets for b in enh.row_counts}
+    assert enh.compile_count == len(enh.compile_seconds) and enh.stats()["dummy_rows"] == 0
+
+
+def test_partial_batches_run_on_smaller_programs_with_the_same_results(fast_compile):
+    """The last batch of a bucket runs on the smallest program that holds it (no dummy rows); its results are
+    those of the padded full batch (per-row keys), and each row count is compiled once."""
+    rng = np.random.default_rng(5)
+    waves = [0.2 * rng.standard_normal(n).astype(np.float32) for n in (9000, 10000, 11000, 12000, 9500, 15000)]
+    padded = Enhancer(GaussianPrior(), {}, CHEAP, batch_size=4, chunk_frames=128, tail_batches=False)
+    tails = Enhancer(GaussianPrior(), {}, CHEAP, batch_size=4, chunk_frames=128)
+    assert padded.row_counts == (4,) and tails.row_counts == (1, 2, 4)
+    ref = padded.enhance(waves)
+    out = tails.enhance(waves)
+    for a, b in zip(out, ref):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    # 6 rows of the 128-frame bucket: a full batch of 4, then 2 rows (padded: 2 dummy rows; tails: a 2-row program)
+    assert padded.stats()["dummy_rows"] == 2 and tails.stats()["dummy_rows"] == 0
+    assert set(padded.compile_seconds) == {(128, 4)} and set(tails.compile_seconds) == {(128, 4), (128, 2)}
+    assert tails.stats()["compile_seconds"].keys() == {"128x4", "128x2"}
+    tails.enhance(waves[:2])  # the 2-row program again: no new compilation
+    assert tails.compile_count == 2
 
 
 def test_rows_and_batch_size_fitting(fast_compile):
@@ -160,7 +181,7 @@ def test_identity_posterior_reconstructs_any_length_exactly(fast_compile):
     for w, y in zip(waves, out):
         assert y.shape == w.shape
         np.testing.assert_allclose(y, w, atol=2e-5)
-    assert enh.compile_count == 2
+    assert {f for f, _ in enh.compile_seconds} == {64, 128}  # the two buckets used (full and tail row counts)
 
 
 def test_tail_keeps_its_level(fast_compile):
@@ -215,7 +236,8 @@ def test_60s_with_the_real_sampler(fast_compile):
                    chunk_frames=256)
     y = enh.enhance([x], ["long.wav"])[0]
     assert y.shape == x.shape and np.isfinite(y).all()
-    assert enh.compile_count == 1 and enh.num_rows == P.plan_chunks(len(x), enh.chunk_length).num_chunks
+    assert {f for f, _ in enh.compile_seconds} == {256}  # one chunk shape (row counts: full batch and tail)
+    assert enh.num_rows == P.plan_chunks(len(x), enh.chunk_length).num_chunks and enh.stats()["dummy_rows"] == 0
     near, elsewhere = _boundary_jumps(y, P.plan_chunks(len(x), enh.chunk_length))
     print(f"max step near chunk edges {near:.4f}, elsewhere {elsewhere:.4f}")
     assert near <= 1.5 * elsewhere, (near, elsewhere)
