@@ -589,6 +589,27 @@ class CheckpointError(Exception):
     """No usable checkpoint (one line, meant for the user)."""
 
 
+def checkpoint_path(checkpoint, default, family: str, missing: str) -> Path:
+    """The checkpoint a method loads: ``checkpoint``, or the shipped ``default`` when it is ``None``.
+
+    :class:`CheckpointError` (one line) when it does not exist (``missing`` is the message for an absent
+    default) or when its files say it is a checkpoint of another model family than ``family``
+    (:func:`jaxse.registry.detect_family`)."""
+    if checkpoint is None:
+        path = Path(default)
+        if not path.exists():
+            raise CheckpointError(missing)
+    else:
+        path = Path(checkpoint)
+        if not path.exists():
+            raise CheckpointError(f"{path}: no such checkpoint")
+    found = registry.detect_family(path)
+    if found is not None and found != family:
+        raise CheckpointError(f"{path}: a checkpoint of the {found!r} model family; the methods of this one "
+                              f"({', '.join(registry.methods_of(family))}) need a {family!r} checkpoint")
+    return path
+
+
 def is_rvae_method(method: str) -> bool:
     """Whether ``method`` runs on an RVAE (family ``"rvae"``)."""
     return method in registry.METHODS and registry.method(method).family == "rvae"

@@ -1,14 +1,10 @@
-"""Training of the clean-speech diffusion prior (denoising score matching), as in the reference.
-
-One training step (inside ``jax.jit``, on the waveform batch)::
-
-    x0  = wave_to_spec(waves)                       # compressed complex STFT, (B, F, T), on device
-    t   ~ U(t_eps, T)  per example
-    z   ~ N_C(0, I)    (real and imaginary parts each N(0, 1/2))
-    x_t = μ(t)·x0 + σ(t)·z
-    loss = mean_B( 0.5 · Σ_{F,T} |σ(t)·score(x_t, t) + z|² )
-    Adam(lr 1e-4, b1 .9, b2 .999, eps 1e-8), no clipping, no schedule
-    EMA: ema ← ema − (1 − d_k)·(ema − params),  d_k = min(decay, (1 + k)/(10 + k))
+"""The training loop of every model family (``train.py``): state, optimizer, EMA, data, parallelism,
+checkpoints, logs and resume. The family (``config.model.family``, :mod:`jaxse.registry`) supplies the model,
+its spectral settings, the loss (train and eval steps: the diffusion prior's denoising score matching in
+:mod:`jaxse.diffusion.training`, the RVAE's β-ELBO in :mod:`jaxse.rvae.training`), prior samples, warm start,
+checkpoint loading and export. Optimizer: Adam (lr 1e-4, b1 .9, b2 .999, eps 1e-8 for the diffusion prior),
+no clipping, constant rate after an optional linear warm-up; EMA (families that keep one):
+``ema ← ema − (1 − d_k)·(ema − params)``, ``d_k = min(decay, (1 + k)/(10 + k))``.
 
 EMA warm-up convention (torch_ema ``use_num_updates=True``): ``update()`` first increments its counter and
 then uses it, so ``k`` counts the updates *including the current one*: the first update after the first
@@ -34,8 +30,8 @@ version). :func:`load_checkpoint` rebuilds the model from the metadata alone.
 Public API (all importable; :func:`train_and_evaluate` is what ``train.py`` runs):
 
 * state and maths: :class:`TrainState`, :func:`init_train_state`, :func:`create_train_state`,
-  :func:`abstract_train_state`, :func:`ema_decay_at`, :func:`ema_update`, :func:`dsm_loss`, :func:`train_step`,
-  :func:`eval_step`;
+  :func:`abstract_train_state`, :func:`ema_decay_at`, :func:`ema_update` (the families' losses and steps:
+  :mod:`jaxse.diffusion.training`, :mod:`jaxse.rvae.training`);
 * config -> objects: :func:`model_from_config`, :func:`spec_from_config`, :func:`optimizer_from_config`,
   :func:`validate_config`;
 * parallelism: :func:`make_mesh`, :func:`replicated`, :func:`batch_sharding`, :func:`global_batch`,

@@ -10,7 +10,7 @@ import numpy as np
 
 from jaxse import parallel, registry
 from jaxse.diffusion.udiffse import PosteriorConfig, posterior_mean
-from jaxse.enhance import CheckpointError, MethodBackend
+from jaxse.enhance import CheckpointError, MethodBackend, checkpoint_path
 from jaxse.spectral import SpecConfig
 
 
@@ -70,17 +70,10 @@ def default_checkpoint_path() -> Path:
 def load_prior(checkpoint=None):
     """``(model, variables, spec)`` from a train.py workdir/checkpoint, a reference ``.ckpt``/``.npz``, or the
     default prior (:func:`default_checkpoint_path`). Raises :class:`CheckpointError` with one clear line."""
-    if checkpoint is None:
-        path = default_checkpoint_path()
-        if not path.exists():
-            raise CheckpointError("no prior is shipped with this installation yet (jaxse/assets/prior is "
-                                  "missing); pass --checkpoint PATH (a train.py workdir or checkpoint, or a "
-                                  "reference .ckpt/.npz)")
-    else:
-        path = Path(checkpoint)
-        if not path.exists():
-            raise CheckpointError(f"{path}: no such checkpoint")
-    _check_family(path)
+    path = checkpoint_path(checkpoint, default_checkpoint_path(), "ncsnpp",
+                           "no prior is shipped with this installation yet (jaxse/assets/prior is "
+                           "missing); pass --checkpoint PATH (a train.py workdir or checkpoint, or a "
+                           "reference .ckpt/.npz)")
     try:
         if path.is_file() and path.suffix.lower() in (".ckpt", ".npz", ".pt", ".pth"):
             from jaxse.diffusion.convert import import_reference
@@ -96,14 +89,6 @@ def load_prior(checkpoint=None):
         raise
     except Exception as exc:
         raise CheckpointError(f"{path}: could not load the checkpoint ({' '.join(str(exc).split())[:300]})") from exc
-
-
-def _check_family(path) -> None:
-    """:class:`CheckpointError` (one line) when ``path`` holds a checkpoint of another model family."""
-    found = registry.detect_family(path)
-    if found is not None and found != "ncsnpp":
-        raise CheckpointError(f"{path}: a checkpoint of the {found!r} model family; the methods of this one "
-                              f"({', '.join(registry.methods_of('ncsnpp'))}) need a 'ncsnpp' checkpoint")
 
 
 def load_backend(checkpoint, cfg: PosteriorConfig) -> DiffusionBackend:

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 
 from jaxse import parallel, registry
-from jaxse.enhance import CheckpointError, MethodBackend
+from jaxse.enhance import CheckpointError, MethodBackend, checkpoint_path
 from jaxse.rvae.posterior import RVAEPosteriorConfig, rvae_posterior
 from jaxse.rvae.spectral import RVAESpecConfig
 
@@ -77,17 +77,10 @@ def load_rvae_prior(checkpoint=None):
     the default (:func:`default_rvae_checkpoint_path`). The STFT settings come from the ``"spec"`` entry of
     ``rvae.json`` when there is one (else :class:`jaxse.rvae.spectral.RVAESpecConfig`). Raises
     :class:`CheckpointError` with one clear line."""
-    if checkpoint is None:
-        path = default_rvae_checkpoint_path()
-        if not path.exists():
-            raise CheckpointError("no RVAE is shipped with this installation yet (jaxse/assets/rvae is missing); "
-                                  "pass --checkpoint PATH (a directory with rvae.json, as python -m "
-                                  "jaxse.rvae.convert writes it, or a reference .pt state_dict)")
-    else:
-        path = Path(checkpoint)
-        if not path.exists():
-            raise CheckpointError(f"{path}: no such checkpoint")
-    _check_family(path)
+    path = checkpoint_path(checkpoint, default_rvae_checkpoint_path(), "rvae",
+                           "no RVAE is shipped with this installation yet (jaxse/assets/rvae is missing); "
+                           "pass --checkpoint PATH (a directory with rvae.json, as python -m "
+                           "jaxse.rvae_convert writes it, or a reference .pt state_dict)")
     try:
         from jaxse.rvae.convert import CONFIG_FILE, load_rvae
 
@@ -104,14 +97,6 @@ def load_rvae_prior(checkpoint=None):
         raise CheckpointError(f"{path}: the RVAE models {cfg.x_dim} frequency bins, its STFT (n_fft={spec.n_fft}) "
                               f"has {spec.num_bins}")
     return params, spec
-
-
-def _check_family(path) -> None:
-    """:class:`CheckpointError` (one line) when ``path`` holds a checkpoint of another model family."""
-    found = registry.detect_family(path)
-    if found is not None and found != "rvae":
-        raise CheckpointError(f"{path}: a checkpoint of the {found!r} model family; the methods of this one "
-                              f"({', '.join(registry.methods_of('rvae'))}) need a 'rvae' checkpoint")
 
 
 def load_backend(checkpoint, cfg: RVAEPosteriorConfig) -> RVAEBackend:
