@@ -10,33 +10,26 @@ import numpy as np
 import pytest
 
 from jaxse import parallel
-from jaxse.enhance import Conditioning, Enhancer, MethodBackend
+from jaxse.diffusion.backend import DiffusionBackend
+from jaxse.enhance import Conditioning, Enhancer
 from jaxse.spectral import SpecConfig
 
 SR = 16000
 COND = Conditioning("lip features", rate=25.0, dim=3)
 
 
-class GainBackend(MethodBackend):
-    """Posterior = the noisy spectrogram times the mean of the row's real conditioning frames (channel 0).
+class GainBackend(DiffusionBackend):
+    """Posterior = the noisy spectrogram times the mean of the row's real conditioning frames (channel 0); the
+    diffusion methods' front end (compressed STFT, its inverse, the normalisation), no network.
 
     The spectrogram is the compressed one (magnitude^0.5), so a gain g on it is a gain g² on the waveform."""
 
-    def __init__(self, conditioning=COND):
+    def __init__(self, conditioning=COND):  # no model: only the front end of DiffusionBackend is used
         self.name = "toy-gain"
         self.spec = SpecConfig()
         self.variables = {"unused": jnp.zeros(())}
         self.conditioning = conditioning
         self.quantum = 64
-
-    def norm_factor(self, wave):
-        return parallel.norm_factor(wave, self.spec)
-
-    def analysis(self, waves, lengths, num_frames):
-        return parallel.batched_spec(waves, lengths, num_frames, self.spec)
-
-    def synthesis(self, spec, lengths, row_length):
-        return parallel.batched_wave(spec, lengths, row_length, self.spec)
 
     def posterior(self, variables, key, x, mask, cond=None):
         if cond is None:
@@ -49,6 +42,9 @@ class GainBackend(MethodBackend):
     @property
     def nfe(self):
         return 0
+
+    def cost(self):
+        return {"nfe": 0}
 
 
 def _wave(seconds, seed=0):
