@@ -1,10 +1,15 @@
-"""Train a clean-speech diffusion prior or the RVAE (thin CLI around :func:`jaxse.training.train_and_evaluate`).
+"""Train a model of any family (thin CLI around :func:`jaxse.training.train_and_evaluate`): a clean-speech
+diffusion prior, the RVAE, SGMSE+ (plain or weighted loss) or the supervised baseline.
 
 Single process (all local devices, data parallel)::
 
     python train.py --config configs/cpu_small.py --workdir runs/cpu_small
     python train.py --config configs/udiffse_65m.py --workdir runs/u65 --config.training.batch_size=32
     python train.py --config configs/rvae.py --workdir runs/rvae      # the RVAE speech model (model.family "rvae")
+    python train.py --config configs/weighted_cpu.py --workdir runs/w   # SGMSE+ with the weighted loss, small
+
+A config or data error (a missing folder, a paired tree with a file on one side only, an empty noise folder,
+a reversed SNR range, ...) is one ``train.py: error: ...`` line (exit code 2) before anything is written.
 
 ``python -m jaxse.export WORKDIR -o OUT`` turns a run into an inference model (the checkpoint with the lowest
 validation loss): a prior directory for the diffusion models, ``rvae.json`` + ``rvae_params.npz`` +
@@ -35,6 +40,7 @@ rows. Only process 0 writes logs, metrics and samples. On CPU the processes comm
 from __future__ import annotations
 
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -68,7 +74,11 @@ def main(argv):
 
     if not FLAGS["verbosity"].present or jax.process_index() != 0:
         logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO; -v 0 shows it
-    training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    try:
+        training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except training.SetupError as exc:  # bad config or data: one line, nothing written
+        sys.stderr.write(f"train.py: error: {exc}\n")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from typing import Any
 _FAMILIES = {
     "ncsnpp": "jaxse.diffusion.family:FAMILY",  # the diffusion prior of UDiffSE/UDiffSE+ (NCSN++/NCSN++M)
     "rvae": "jaxse.rvae.family:FAMILY",  # the RVAE speech model of the RVAE-EM baselines
+    "sgmse": "jaxse.sgmse.family:SGMSE_FAMILY",  # SGMSE+: score model conditioned on the noisy speech
+    "supervised": "jaxse.sgmse.family:SUPERVISED_FAMILY",  # the supervised (predictive) baseline
 }
 DEFAULT_FAMILY = "ncsnpp"  # what a config or checkpoint without ``model.family`` is (the original format)
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -67,9 +69,21 @@ class Family:
     def validate_config(self, config, model) -> None:
         """Family-specific checks of a training config (``ValueError`` with one line)."""
 
-    def dataset_options(self, config) -> dict:
-        """Extra keyword arguments of :class:`jaxse.data.CleanSpeechDataset` for this family."""
-        return {}
+    def make_dataset(self, config, spec, split: str, crop_frames: int):
+        """The training (``split="train"``) or validation (``"valid"``) data set of ``config.data``.
+
+        Default: clean speech, :class:`jaxse.data.CleanSpeechDataset` of ``data.train_dir`` / ``data.valid_dir``
+        with ``data.trim_top_db`` and ``data.sample_by_length``; its batches are ``{"waves": (B, L)}``. A family
+        trained on other data returns an object with the same methods (``train_batch``, ``valid_batches``, ...)
+        whose batches are dicts of its own arrays (e.g. ``{"clean", "noisy"}``). Bad data: ``ValueError``.
+        """
+        from jaxse.data import CleanSpeechDataset
+
+        d = config.data
+        root = d.train_dir if split == "train" else d.valid_dir
+        return CleanSpeechDataset(root, sample_rate=int(d.sample_rate), crop_frames=int(crop_frames), spec=spec,
+                                  trim_top_db=d.get("trim_top_db", None),
+                                  sample_by_length=bool(d.get("sample_by_length", False)))
 
     def objective(self, config, steps_per_epoch: int):
         """Loss settings that depend on the data set (``None`` when the loss has none)."""
@@ -223,6 +237,10 @@ def _rvae(algorithm: str) -> Method:
 _METHODS = {m.name: m for m in (
     _diffusion("udiffse"), _diffusion("udiffse+"),
     _rvae("vem"), _rvae("mhem"), _rvae("malaem"), _rvae("ldem"),
+    Method("sgmse+", "sgmse", "jaxse.sgmse.backend:SGMSEConfig", "sgmse+", "jaxse.sgmse.backend:load_sgmse",
+           "sgmse"),
+    Method("supervised", "supervised", "jaxse.sgmse.backend:SupervisedConfig", "supervised",
+           "jaxse.sgmse.backend:load_supervised", "supervised"),
 )}
 METHODS = tuple(_METHODS)  # enhance.py --method choices, in the order the help lists them
 

@@ -535,9 +535,13 @@ def _due(step: int, every: int, last: int) -> bool:
     return (every > 0 and step % every == 0) or step == last
 
 
-def _dataset_options(config) -> dict:
-    d = config.data
-    return {"trim_top_db": d.get("trim_top_db", None), "sample_by_length": bool(d.get("sample_by_length", False))}
+class SetupError(ValueError):
+    """A training run that cannot start: a bad config or bad data (one line, before anything is written)."""
+
+
+def _batch_dict(rows) -> dict:
+    """A data set's batch as the dict the steps take: clean-speech rows ``(B, L)`` are ``{"waves": rows}``."""
+    return rows if isinstance(rows, dict) else {"waves": rows}
 
 
 def crop_phases(config) -> list[tuple[int, int, int]]:
@@ -597,28 +601,30 @@ def train_and_evaluate(config, workdir) -> TrainState:
     Writes ``WORKDIR/checkpoints`` (all processes, collectively), and on process 0 only ``WORKDIR/tb``,
     ``WORKDIR/metrics.jsonl`` and ``WORKDIR/samples/step_XXXXXX_k.wav``. An existing checkpoint is resumed.
     """
-    from jaxse.data import CleanSpeechDataset
     from jaxse.logging_utils import MetricWriter, ProgressBar
 
     workdir = Path(workdir)
     tc = config.training
     pidx, pcount = jax.process_index(), jax.process_count()
     lead = pidx == 0
+
+    # Everything that can be wrong with the config or the data fails here, before the workdir is touched.
+    try:
+        family = registry.family_of_config(config)
+        model = family.model_from_config(config)
+        spec = family.spec_from_config(config)
+        tx = optimizer_from_config(config)
+        mesh = make_mesh()
+        validate_config(config, model, mesh)
+        train_ds = family.make_dataset(config, spec, "train", int(config.data.crop_frames))
+        valid_ds = family.make_dataset(config, spec, "valid", valid_frames(config)) if config.data.valid_dir else None
+    except (ValueError, OSError) as exc:
+        raise SetupError(" ".join(str(exc).split())) from exc
     if lead:
         workdir.mkdir(parents=True, exist_ok=True)
-
-    family = registry.family_of_config(config)
-    model = family.model_from_config(config)
-    spec = family.spec_from_config(config)
-    tx = optimizer_from_config(config)
-    mesh = make_mesh()
-    validate_config(config, model, mesh)
     batch_size, seed = int(tc.batch_size), int(tc.seed)
     ema = uses_ema(model)
 
-    data_options = _dataset_options(config)
-    train_ds = CleanSpeechDataset(config.data.train_dir, sample_rate=int(config.data.sample_rate),
-                                  crop_frames=int(config.data.crop_frames), spec=spec, **data_options)
     phases = crop_phases(config)
     phase_data = {frames: train_ds.with_crop_frames(frames) for _, frames, _ in phases}
     steps_per_epoch = max(1, math.ceil(train_ds.total_chunks / batch_size))
@@ -656,9 +662,7 @@ def train_and_evaluate(config, workdir) -> TrainState:
 
     valid = None
     valid_chunks = bool(config.data.get("valid_chunks", False))
-    if config.data.valid_dir:
-        valid_ds = CleanSpeechDataset(config.data.valid_dir, sample_rate=int(config.data.sample_rate),
-                                      crop_frames=valid_frames(config), spec=spec, **data_options)
+    if valid_ds is not None:
         n_valid = valid_ds.num_valid_batches(int(tc.eval_batch_size), int(tc.num_valid), valid_chunks)
         if n_valid == 0:
             logger.warning("no full validation batch (eval_batch_size=%d, num_valid=%d, %d files): validation off",
@@ -705,7 +709,7 @@ def train_and_evaluate(config, workdir) -> TrainState:
         if valid is None:
             return None
         variables = eval_variables(state, model)
-        outs = [p_eval(variables, global_batch({"waves": b}, mesh), jax.random.fold_in(keys[_KEY_VALID], i))
+        outs = [p_eval(variables, global_batch(_batch_dict(b), mesh), jax.random.fold_in(keys[_KEY_VALID], i))
                 for i, b in enumerate(valid)]
         scalars = {f"valid/{k}": float(np.mean([to_host(o[k]) for o in outs])) for k in outs[0]}
         writer.write_scalars(step, scalars)
@@ -752,7 +756,7 @@ def train_and_evaluate(config, workdir) -> TrainState:
                 break
             _, frames, batch_size = phase_at(phases, step)
             local = phase_data[frames].train_batch(seed, step - 1, batch_size, pidx, pcount)
-            state, metrics = p_train(state, global_batch({"waves": local}, mesh))
+            state, metrics = p_train(state, global_batch(_batch_dict(local), mesh))
             pending.append(metrics)
             if prev is not None:  # keep one step in flight: data loading overlaps compute, memory bounded
                 jax.block_until_ready(prev)

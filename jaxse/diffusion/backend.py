@@ -79,6 +79,10 @@ def load_prior(checkpoint=None):
             from jaxse.diffusion.convert import import_reference
 
             model, variables = import_reference(path)
+            if model.family != "ncsnpp":
+                raise CheckpointError(f"{path}: a reference model of the {model.family!r} family (trained on noisy "
+                                      f"speech), not a clean-speech prior; use --method "
+                                      f"{' or '.join(registry.methods_of(model.family))}")
             return model, variables, SpecConfig()
         from jaxse.training import load_checkpoint
 

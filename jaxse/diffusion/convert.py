@@ -144,8 +144,9 @@ def load_lightning_checkpoint(path, use_ema: bool = True) -> tuple[dict[str, np.
 def import_reference(path, model: ScoreModel | None = None, use_ema: bool = True):
     """Import reference weights from ``.ckpt`` or ``.npz``; returns ``(model, variables)``.
 
-    When ``model`` is None it is inferred from the tensor shapes: the 65M UDiffSE layout (with 1/t output
-    scaling) or the NCSN++M UDiffSE+ layout (noise parameterisation), at whatever width ``nf`` is found.
+    When ``model`` is None it is inferred from the tensor shapes (:func:`infer_reference_model`): a prior (the 65M
+    UDiffSE layout or NCSN++M), SGMSE+'s conditional model or the supervised baseline, at any width ``nf``.
+    The returned model's ``family`` says which; loaders check it (a conditional model never loads as a prior).
     """
     path = Path(path)
     if not path.is_file():
@@ -161,29 +162,53 @@ def import_reference(path, model: ScoreModel | None = None, use_ema: bool = True
     return model, state_dict_to_variables(model, state)
 
 
-def infer_reference_model(state: Mapping[str, np.ndarray]) -> ScoreModel:
-    """Guess which reference family a state_dict belongs to from its tensor shapes."""
+def infer_reference_model(state: Mapping[str, np.ndarray]):
+    """Guess which reference model a state_dict belongs to from its tensor shapes.
+
+    * a Fourier time embedding (``all_modules.0.W``) and 2 input channels: a clean-speech prior
+      (:class:`ScoreModel`), the 65M UDiffSE layout (output divided by t) or NCSN++M (noise parameterisation);
+    * a time embedding and 4 input channels (x_t and the noisy y): SGMSE+'s conditional score model
+      (:class:`jaxse.sgmse.models.ConditionalScoreModel`, 65M layout, output divided by t);
+    * no time embedding, 2 input channels: the supervised baseline (:class:`jaxse.sgmse.models.PredictiveModel`).
+
+    ``nf`` is read from the input convolution, so any width is recognised.
+    """
     from jaxse.diffusion.ncsnpp import NCSNppConfig
 
     state = _strip_prefix(state)
-    if "all_modules.0.W" not in state:
-        raise ConversionError("not an NCSN++ state_dict (no all_modules.0.W)")
-    nf = int(np.shape(state["all_modules.0.W"])[0])
-    n_modules = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"all_modules\.(\d+)\.", k)))
-    # Module counts of the two reference layouts (independent of nf).
-    layouts = {
-        77: (NCSNppConfig(nf=nf), "udiffse"),
-        36: (NCSNppConfig(nf=nf, ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=(), output_scaling="none"),
-             "noise"),
-    }
-    if n_modules not in layouts:
-        raise ConversionError(f"unknown NCSN++ layout with {n_modules} modules (known: 77 = UDiffSE, 36 = NCSN++M)")
-    net, param = layouts[n_modules]
-    return ScoreModel(net=net, parameterization=param)
+    indices = [int(m.group(1)) for k in state if (m := re.match(r"all_modules\.(\d+)\.", k))]
+    if not indices:
+        raise ConversionError("not an NCSN++ state_dict (no all_modules.* entries)")
+    timed = "all_modules.0.W" in state
+    first_conv = state.get("all_modules.3.weight" if timed else "all_modules.0.weight")
+    if first_conv is None or np.ndim(first_conv) != 4:
+        raise ConversionError("not an NCSN++ state_dict (no input convolution where the reference puts it)")
+    nf, in_ch = int(np.shape(first_conv)[0]), int(np.shape(first_conv)[1])
+    # Module counts of the reference layouts without the 3 time-embedding modules (independent of nf).
+    n_modules = 1 + max(indices) - (3 if timed else 0)
+    big = dict(nf=nf)
+    small = dict(nf=nf, ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=())
+    if timed and in_ch == 2 and n_modules in (74, 33):
+        if n_modules == 74:
+            return ScoreModel(net=NCSNppConfig(**big), parameterization="udiffse")
+        return ScoreModel(net=NCSNppConfig(**small, output_scaling="none"), parameterization="noise")
+    if timed and in_ch == 4 and n_modules == 74:
+        from jaxse.sgmse.models import ConditionalScoreModel
+
+        return ConditionalScoreModel(net=NCSNppConfig(**big, in_channels=4), parameterization="udiffse")
+    if not timed and in_ch == 2 and n_modules == 74:
+        from jaxse.sgmse.models import PredictiveModel
+
+        return PredictiveModel(net=NCSNppConfig(**big, time_embedding=False, output_scaling="none"))
+    raise ConversionError(
+        f"unknown NCSN++ layout: {n_modules} modules, {in_ch} input channels, "
+        f"{'with' if timed else 'without'} time embedding (known: the 65M UDiffSE prior, NCSN++M, SGMSE+'s "
+        "conditional 4-channel net, the supervised 2-channel net without time embedding)")
 
 
 def main(argv=None) -> int:
-    """``python -m jaxse.convert REFERENCE.ckpt -o OUTDIR``: import a reference checkpoint as a jaxse prior."""
+    """``python -m jaxse.convert REFERENCE.ckpt -o OUTDIR``: import a reference checkpoint (a UDiffSE / UDiffSE+
+    prior, an SGMSE+ conditional model or a supervised baseline) as a jaxse checkpoint of its family."""
     import argparse
     import sys
 
@@ -200,8 +225,10 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = export_prior(args.output, model, variables, extra={"source": str(Path(args.input).name)})
-    print(f"wrote {out}: {model.parameterization} NCSN++ nf={model.net.nf} ch_mult={model.net.ch_mult}, "
-          f"{count_params(variables['params']):,} parameters")
+    kind = {"ncsnpp": f"{model.parameterization} prior", "sgmse": "SGMSE+ conditional score model",
+            "supervised": "supervised (predictive) model"}[model.family]
+    print(f"wrote {out}: {kind}, NCSN++ nf={model.net.nf} ch_mult={model.net.ch_mult}, "
+          f"{count_params(variables['params']):,} parameters (model family {model.family!r})")
     return 0
 
 

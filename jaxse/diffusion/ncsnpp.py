@@ -42,7 +42,12 @@ class NCSNppConfig:
     # "1/t": divide the output pyramid by the diffusion time before the output conv (UDiffSE);
     # "none": no scaling (UDiffSE+ / noise prediction).
     output_scaling: str = "1/t"
+    # 2: the network sees the state x alone (a prior; or the noisy y alone for the predictive baseline);
+    # 4: it sees (x, y), the channels [Re x, Im x, Re y, Im y] (SGMSE+'s conditional score model).
     in_channels: int = 2
+    # False: no time input at all (no Fourier/Dense modules, no Dense_0 in the res-blocks): the supervised
+    # (predictive) baseline. It needs output_scaling "none".
+    time_embedding: bool = True
     init_scale: float = 0.0
     # Max GroupNorm groups; groups = min(C // 4, group_cap).
     group_cap: int = 32
@@ -59,6 +64,10 @@ class NCSNppConfig:
             raise ValueError(f"output_scaling must be '1/t' or 'none', got {self.output_scaling!r}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.in_channels not in (2, 4):
+            raise ValueError(f"in_channels must be 2 (x) or 4 (x and the conditioning y), got {self.in_channels!r}")
+        if not self.time_embedding and self.output_scaling != "none":
+            raise ValueError("a network without time embedding needs output_scaling 'none'")
         if self.nf < 4 or not self.ch_mult or self.num_res_blocks < 1:
             raise ValueError(f"invalid NCSN++ size: nf={self.nf}, ch_mult={self.ch_mult}")
 
@@ -190,9 +199,10 @@ class ResnetBlockBigGANpp(nn.Module):
         elif self.down:
             h, x = fir_downsample(h, self.fir_kernel), fir_downsample(x, self.fir_kernel)
         h = _conv(self.out_ch, 3, 1.0, "Conv_0", self.dtype)(h)
-        t = nn.Dense(self.out_ch, kernel_init=default_init(1.0), bias_init=nn.initializers.zeros,
-                     dtype=self.dtype, name="Dense_0")(nn.silu(temb))
-        h = h + t[:, None, None, :].astype(h.dtype)
+        if temb is not None:
+            t = nn.Dense(self.out_ch, kernel_init=default_init(1.0), bias_init=nn.initializers.zeros,
+                         dtype=self.dtype, name="Dense_0")(nn.silu(temb))
+            h = h + t[:, None, None, :].astype(h.dtype)
         h = nn.silu(_GroupNorm(self.group_cap, name="GroupNorm_1")(h))
         h = _conv(self.out_ch, 3, self.init_scale, "Conv_1", self.dtype)(h)
         if in_ch != self.out_ch or self.up or self.down:
@@ -227,12 +237,16 @@ class AttnBlockpp(nn.Module):
 
 
 class NCSNpp(nn.Module):
-    """NCSN++ score network: ``(x complex (B,F,T), t (B,)) -> complex (B,F,T)`` (the raw DNN output)."""
+    """NCSN++ network: ``(x complex (B,F,T), t (B,), y=None) -> complex (B,F,T)`` (the raw DNN output).
+
+    ``y`` (complex (B,F,T)) is the conditioning of a 4-channel network (``in_channels=4``); ``t`` is ignored
+    (may be ``None``) by a network without time embedding.
+    """
 
     config: NCSNppConfig
 
     @nn.compact
-    def __call__(self, x, t):
+    def __call__(self, x, t, y=None):
         cfg = self.config
         dtype = jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
         b, f, n_frames = x.shape
@@ -240,22 +254,28 @@ class NCSNpp(nn.Module):
             raise ValueError(
                 f"NCSN++ with {cfg.num_levels} levels needs F and T divisible by {cfg.frame_multiple}; "
                 f"got F={f}, T={n_frames} (pad the frames, e.g. spectral.pad_frames)")
-        t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (b,))
+        if (y is not None) != (cfg.in_channels == 4):
+            raise ValueError(f"an NCSN++ with {cfg.in_channels} input channels takes "
+                             f"{'x and the conditioning y' if cfg.in_channels == 4 else 'x alone (no y)'}")
         idx = iter(range(10_000))
 
         def name():
             return f"all_modules_{next(idx)}"
 
-        # Time embedding: fixed Gaussian Fourier features of log(t), then two dense layers.
-        fourier_w = self.variable(
-            "constants", "W",
-            lambda: jax.random.normal(self.make_rng("params"), (cfg.nf,), jnp.float32) * cfg.fourier_scale)
-        name()  # all_modules_0 is the Fourier projection (its W lives in the "constants" collection)
-        proj = jnp.log(t)[:, None] * fourier_w.value[None, :] * 2.0 * np.pi
-        temb = jnp.concatenate([jnp.sin(proj), jnp.cos(proj)], axis=-1)
-        temb = nn.Dense(cfg.nf * 4, kernel_init=default_init(), bias_init=nn.initializers.zeros, name=name())(temb)
-        temb = nn.Dense(cfg.nf * 4, kernel_init=default_init(), bias_init=nn.initializers.zeros,
-                        name=name())(nn.silu(temb))
+        temb = None
+        if cfg.time_embedding:
+            t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (b,))
+            # Time embedding: fixed Gaussian Fourier features of log(t), then two dense layers.
+            fourier_w = self.variable(
+                "constants", "W",
+                lambda: jax.random.normal(self.make_rng("params"), (cfg.nf,), jnp.float32) * cfg.fourier_scale)
+            name()  # all_modules_0 is the Fourier projection (its W lives in the "constants" collection)
+            proj = jnp.log(t)[:, None] * fourier_w.value[None, :] * 2.0 * np.pi
+            temb = jnp.concatenate([jnp.sin(proj), jnp.cos(proj)], axis=-1)
+            temb = nn.Dense(cfg.nf * 4, kernel_init=default_init(), bias_init=nn.initializers.zeros,
+                            name=name())(temb)
+            temb = nn.Dense(cfg.nf * 4, kernel_init=default_init(), bias_init=nn.initializers.zeros,
+                            name=name())(nn.silu(temb))
 
         rb_kw = dict(fir_kernel=cfg.fir_kernel, init_scale=cfg.init_scale, group_cap=cfg.group_cap, dtype=dtype)
         block_cls = nn.remat(ResnetBlockBigGANpp) if cfg.remat else ResnetBlockBigGANpp
@@ -266,7 +286,8 @@ class NCSNpp(nn.Module):
         def attn(h):
             return AttnBlockpp(init_scale=cfg.init_scale, group_cap=cfg.group_cap, dtype=dtype, name=name())(h)
 
-        x2 = jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1).astype(jnp.float32)  # (B, F, T, 2)
+        parts = [x] if y is None else [x, y]
+        x2 = jnp.stack([p for z in parts for p in (jnp.real(z), jnp.imag(z))], axis=-1).astype(jnp.float32)
         input_pyramid = x2
         hs = [_conv(cfg.nf, 3, 1.0, name(), dtype)(x2.astype(dtype))]
 
