@@ -21,7 +21,8 @@ RVAE = registry.ASSETS / "rvae"
 
 
 def test_every_method_of_each_family_is_registered_once():
-    assert registry.METHODS == tuple(udiffse.METHODS) + tuple("rvae-" + m for m in rvae_posterior.METHODS)
+    assert registry.METHODS == (tuple(udiffse.METHODS) + tuple("rvae-" + m for m in rvae_posterior.METHODS)
+                                + ("sgmse+", "supervised"))
     for name in registry.METHODS:
         m = registry.method(name)
         assert m.family in registry.family_names()
@@ -68,6 +69,8 @@ def test_families_know_their_models():
     assert registry.family_of_model(RVAEModel()).name == "rvae"
     assert registry.family("rvae").counts_epochs and not registry.family("rvae").uses_ema
     assert registry.family("ncsnpp").has_sampler and registry.family("ncsnpp").uses_ema
+    for name in ("sgmse", "supervised"):  # trained on pairs; no prior samples
+        assert registry.family(name).uses_ema and not registry.family(name).has_sampler
 
 
 def test_model_descriptions_record_the_family_and_old_ones_still_load():

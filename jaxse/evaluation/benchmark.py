@@ -270,8 +270,12 @@ def _enhancement_method(name: str) -> Method:
     return posterior_method(m.settings_method)
 
 
-# The methods of the CLI: the bare prior sampler, then every enhancement method of jaxse.registry.
-METHODS: dict[str, Method] = {"prior": prior_method(), **{n: _enhancement_method(n) for n in registry.METHODS}}
+# The methods of the CLI: the bare prior sampler, then every enhancement method of jaxse.registry that runs on
+# an unsupervised prior (the diffusion prior or the RVAE). The supervised methods (sgmse+, supervised) are not
+# benchmarked here: their networks take the noisy spectrogram as an input; their RTF is in enhance.py's log.
+BENCHMARKED_FAMILIES = ("ncsnpp", "rvae")
+METHODS: dict[str, Method] = {"prior": prior_method(), **{n: _enhancement_method(n) for n in registry.METHODS
+                                                          if registry.method(n).family in BENCHMARKED_FAMILIES}}
 METHOD_GROUPS = {"rvae": tuple(n for n, m in METHODS.items() if m.family == RVAE)}  # --methods shorthands
 
 
