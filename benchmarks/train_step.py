@@ -23,7 +23,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from jaxse.pytree import count_params  # noqa: E402
-from jaxse import training  # noqa: E402
+from jaxse import registry, training  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
 flags.DEFINE_integer("steps", 5, "Timed steps after the first call.")
@@ -40,9 +40,12 @@ def main(_):
     state = training.create_train_state(model, tx, 0, spec.num_bins, mesh)
     batch = int(config.training.batch_size)
     length = spec.crop_length(int(config.data.crop_frames))
-    waves = np.random.default_rng(0).uniform(-1, 1, (batch, length)).astype(np.float32)
-    waves = training.global_batch({"waves": waves}, mesh)
-    step = training.make_train_step(model, spec, tx, float(config.training.ema_decay), mesh)
+    rng = np.random.default_rng(0)
+    family = registry.family_of_model(model)
+    rows = {name: rng.uniform(-1, 1, (batch, length)).astype(np.float32) for name in family.batch_fields}
+    waves = training.global_batch(rows, mesh)
+    step = training.make_train_step(model, spec, tx, float(config.training.ema_decay), mesh,
+                                    objective=family.objective(config, 1))
 
     t0 = time.perf_counter()
     lowered = step.lower(state, waves)

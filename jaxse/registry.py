@@ -53,6 +53,7 @@ class Family:
     uses_ema: bool = True  # validation, samples and export use an EMA of the parameters
     has_sampler: bool = False  # can write prior samples during training (``training.sample_every``)
     counts_epochs: bool = False  # its runs are measured in epochs (logged ``train/epoch``)
+    batch_fields: tuple[str, ...] = ("waves",)  # the waveform arrays (B, L) of its training batches
 
     def model_from_config(self, config):
         """The model object (hashable, ``to_dict``/``init_variables``/``abstract_variables``)."""

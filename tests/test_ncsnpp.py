@@ -125,9 +125,13 @@ def test_converter_rejects_wrong_model():
         convert.state_dict_to_variables(model, bigger)
 
 
-def test_lightning_checkpoint_import_uses_ema(tmp_path):
+@pytest.mark.parametrize("name,family", [("ncsnppm_small", "ncsnpp"), ("sgmse_cond_small", "sgmse"),
+                                         ("sgmse_sup_small", "supervised")])
+def test_lightning_checkpoint_import_uses_ema(tmp_path, name, family):
+    """A reference .ckpt imports with its EMA weights, as the model its layout says (a prior, SGMSE+'s
+    conditional model, the supervised baseline without the fixed Fourier weights)."""
     torch = pytest.importorskip("torch", reason="reading .ckpt files needs the optional torch extra")
-    state = convert.load_npz_state_dict(GOLDEN / "ncsnppm_small.npz") if GOLDEN.exists() else pytest.skip("no golden")
+    state = convert.load_npz_state_dict(GOLDEN / f"{name}.npz") if GOLDEN.exists() else pytest.skip("no golden")
     names = [k[len("param/"):] for k in state]
     sd = {"dnn." + n: torch.from_numpy(state["param/" + n]) for n in names}
     # Raw weights are garbage; the EMA shadow holds the real ones (in trainable-parameter order).
@@ -138,8 +142,11 @@ def test_lightning_checkpoint_import_uses_ema(tmp_path):
     path = tmp_path / "model.ckpt"
     torch.save(ckpt, path)
     model, variables = convert.import_reference(path)
-    _, ref_vars = convert.import_reference(GOLDEN / "ncsnppm_small.npz")
-    assert model.parameterization == "noise"
+    _, ref_vars = convert.import_reference(GOLDEN / f"{name}.npz")
+    assert model.family == family
+    if family == "ncsnpp":
+        assert model.parameterization == "noise"
     jax.tree_util.tree_map(np.testing.assert_array_equal, variables, ref_vars)
     _, raw_vars = convert.import_reference(path, use_ema=False)
-    assert float(jnp.max(jnp.abs(raw_vars["params"]["all_modules_3"]["kernel"]))) == 0.0
+    first_conv = "all_modules_0" if family == "supervised" else "all_modules_3"
+    assert float(jnp.max(jnp.abs(raw_vars["params"][first_conv]["kernel"]))) == 0.0

@@ -219,3 +219,14 @@ def test_prior_description_is_not_a_conditional_one():
         ScoreModel.from_dict(d)
     with pytest.raises(ValueError, match="in_channels=4"):
         ConditionalScoreModel(net=ScoreModel().net)
+
+
+def test_convert_cli_writes_a_checkpoint_of_the_reference_family(tmp_path, capsys):
+    from jaxse.diffusion import convert
+
+    out = tmp_path / "sgmse_ref"
+    assert convert.main([str(GOLDEN / "sgmse_cond_small.npz"), "-o", str(out)]) == 0
+    assert "SGMSE+ conditional score model" in capsys.readouterr().out
+    assert registry.detect_family(out) == "sgmse"
+    backend = enhance.load_backend("sgmse+", out)
+    assert isinstance(backend.model, ConditionalScoreModel) and backend.model.net.nf == 16

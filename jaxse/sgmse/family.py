@@ -49,6 +49,7 @@ class _PairedFamily(registry.Family):
 
     uses_ema = True
     has_sampler = False
+    batch_fields = ("clean", "noisy")
 
     def spec_from_config(self, config) -> SpecConfig:
         return SpecConfig(sample_rate=int(config.data.sample_rate), **dict(config.spec))
