@@ -1042,3 +1042,72 @@ def _write(path: Path, y: np.ndarray, sample_rate: int, subtype: str | None) -> 
         if subtype is None:
             raise
         write_audio(path, y, sample_rate)  # the input's subtype does not fit: the format's default
+
+
+# ------------------------------------------------------------------------------------------ one call
+
+
+_ENGINES: dict[tuple, Enhancer] = {}
+
+
+def _engine(method: str, checkpoint, seed: int, config: dict | None, batch_size: int, chunk_frames: int) -> Enhancer:
+    """The :class:`Enhancer` of these settings, built on first use and kept (with its compiled programs)."""
+    fields = dict(config or {})
+    key = (method, None if checkpoint is None else str(Path(checkpoint).resolve()), int(seed),
+           tuple(sorted((k, repr(v)) for k, v in fields.items())), int(batch_size), int(chunk_frames))
+    if key not in _ENGINES:
+        cfg = make_config(method, **{**checkpoint_settings(method, checkpoint), **fields})
+        backend = load_backend(method, checkpoint, cfg)
+        _ENGINES[key] = Enhancer(backend, batch_size=batch_size, chunk_frames=chunk_frames, seed=seed)
+    return _ENGINES[key]
+
+
+def enhance_audio(audio, sample_rate: int | None = None, method: str = "udiffse+", checkpoint=None, seed: int = 0, *,
+                  config: dict | None = None, batch_size: int = 1, chunk_frames: int = 1024) -> np.ndarray:
+    """Enhance one recording and return it: float32, at its own sample rate and length (mono).
+
+    Also callable as ``jaxse.enhance(...)`` (the module is callable). ``audio``: a path (any format libsndfile
+    reads; ``sample_rate`` must then be ``None`` or the file's rate) or an array, ``(n,)`` or ``(n, channels)``
+    (channels are averaged), with its ``sample_rate``. ``method``: one of :data:`METHODS`; ``checkpoint``:
+    ``None`` for the shipped model of the method; ``config``: fields of the method's settings (on top of the
+    checkpoint's ``sampler_settings.json``, as ``enhance.py --config.FIELD``). The engine (model, settings and
+    compiled programs) is kept between calls with the same settings, so only the first call of a shape bucket
+    compiles. The result for a file equals ``enhance.py FILE`` with the same ``--seed`` (the noise key comes
+    from the seed and the file name; arrays use the name ``"audio"``). Errors: ``ValueError`` (bad input or
+    settings), :class:`jaxse.audio.AudioError` (unreadable file), :class:`CheckpointError`.
+    """
+    if isinstance(audio, (str, Path)) or hasattr(audio, "__fspath__"):
+        a = read_audio(audio)
+        if sample_rate is not None and int(sample_rate) != a.sample_rate:
+            raise ValueError(f"{audio}: the file is at {a.sample_rate} Hz, not sample_rate={sample_rate}")
+        wave, sr, uid = a.samples, a.sample_rate, Path(audio).name
+    else:
+        if sample_rate is None:
+            raise ValueError("an array needs its sample_rate")
+        wave = np.asarray(audio, dtype=np.float32)
+        if wave.ndim == 2:
+            wave = wave.mean(axis=1, dtype=np.float64).astype(np.float32)
+        if wave.ndim != 1 or wave.size == 0:
+            raise ValueError(f"expected a non-empty (n,) or (n, channels) array, got shape {np.shape(audio)}")
+        if not np.isfinite(wave).all():
+            raise ValueError("the array holds NaN or Inf samples")
+        sr, uid = int(sample_rate), "audio"
+        if sr <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    engine = _engine(method, checkpoint, seed, config, batch_size, chunk_frames)
+    rate = int(engine.spec.sample_rate)
+    x = wave if sr == rate else resample(wave, sr, rate)
+    y = engine.enhance([x], uids=[uid])[0]
+    if sr != rate:
+        y = resample(y, rate, sr)
+    return _fit_length(y, wave.shape[0])
+
+
+class _CallableModule(type(sys)):
+    """Lets ``jaxse.enhance(audio, ...)`` call :func:`enhance_audio` while ``jaxse.enhance`` stays this module."""
+
+    def __call__(self, *args, **kwargs):
+        return enhance_audio(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
