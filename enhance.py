@@ -1,7 +1,8 @@
 """Enhance noisy speech files with a diffusion prior or an RVAE prior (thin CLI around :mod:`jaxse.enhance`).
 
-    python enhance.py INPUT -o OUTDIR [--method udiffse|udiffse+|rvae-vem|rvae-mhem|rvae-malaem|rvae-ldem]
-                      [--checkpoint CKPT] [--seed N] [--batch-size B] [--chunk-frames F] [--overwrite] [--log FILE]
+    python enhance.py INPUT -o OUTDIR [--method udiffse|udiffse+|rvae-vem|rvae-mhem|rvae-malaem|rvae-ldem|sgmse+|supervised]
+                      [--checkpoint CKPT] [--seed N] [--batch-size B] [--chunk-frames F] [--dtype bfloat16]
+                      [--overwrite] [--log FILE]
                       [--config.FIELD=VALUE ...]
 
 INPUT is an audio file or a directory (searched recursively for anything libsndfile reads). OUTDIR mirrors
@@ -27,7 +28,9 @@ holds the input folder (the outputs would overwrite the inputs).
 
 Methods: ``udiffse`` / ``udiffse+`` (posterior sampling with a diffusion prior, :mod:`jaxse.diffusion.udiffse`) and
 ``rvae-vem`` / ``rvae-mhem`` / ``rvae-malaem`` / ``rvae-ldem`` (EM with an RVAE speech prior and an NMF noise
-model, :mod:`jaxse.rvae.posterior`). All share the batching, device sharding, chunking, resume and logging.
+model, :mod:`jaxse.rvae.posterior`); ``sgmse+`` and ``supervised``, the supervised comparisons trained on
+noisy/clean pairs (:mod:`jaxse.sgmse`; a ``--checkpoint`` of their family is required). All share the batching,
+device sharding, chunking, resume and logging.
 
 ``--checkpoint``: for the diffusion methods a train.py workdir or checkpoint directory, or a reference
 ``.ckpt`` / ``.npz`` (default: the prior shipped in ``jaxse/assets/prior``); for the RVAE methods a directory
@@ -113,6 +116,9 @@ flags.DEFINE_integer("chunk-frames", 1024, "Longest segment in STFT frames (a mu
                      "processed in 50%-overlapping chunks of this size (1024 frames: 8.2 s for the diffusion "
                      "priors, hop 128; 16.4 s for the RVAE, hop 256).", lower_bound=64)
 flags.register_validator("chunk-frames", lambda v: v is None or v % 64 == 0, message="must be a multiple of 64")
+flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"],
+                  "Compute dtype of the network's convolutions and attention (bfloat16: for GPU/TPU; the diffusion "
+                  "and SGMSE+ networks). Default: float32.")
 flags.DEFINE_bool("overwrite", False, "Redo files whose output already exists.")
 flags.DEFINE_string("log", None, "CSV log file (default OUTDIR/enhance_log.csv; appended).")
 flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
@@ -171,7 +177,7 @@ def main(argv):
     except ValueError as exc:
         return _usage_error(exc)
     try:
-        backend = enhance.load_backend(method, FLAGS.checkpoint, cfg)
+        backend = enhance.load_backend(method, FLAGS.checkpoint, cfg, FLAGS.dtype)
         enhancer = enhance.Enhancer(backend, batch_size=FLAGS["batch-size"].value,
                                     chunk_frames=FLAGS["chunk-frames"].value, seed=FLAGS.seed)
     except (enhance.CheckpointError, ValueError) as exc:

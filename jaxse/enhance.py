@@ -141,6 +141,12 @@ class MethodBackend:
         """Cost figures per row for the stats (network passes, iterations)."""
         return {"nfe": self.nfe}
 
+    def set_compute_dtype(self, dtype: str) -> None:
+        """Run the network's convolutions and attention in ``dtype`` ("float32" or "bfloat16"; parameters and
+        the sampler's state stay float32). ``ValueError`` for a method whose network has no such option."""
+        if dtype != "float32":
+            raise ValueError(f"{self.name}: its network computes in float32 only (no {dtype} option)")
+
     def describe(self) -> str:
         """One line about the method and its cost per segment (printed by ``enhance.py``)."""
         return f"{self.name}, {self.nfe} network evaluations per segment"
@@ -662,12 +668,13 @@ def checkpoint_settings(method: str, checkpoint=None) -> dict:
     return dict(entry)
 
 
-def load_backend(method: str = "udiffse", checkpoint=None, cfg=None) -> MethodBackend:
+def load_backend(method: str = "udiffse", checkpoint=None, cfg=None, dtype: str | None = None) -> MethodBackend:
     """The backend of ``method`` (:data:`METHODS`) with its checkpoint (default: the shipped one) and settings
     (default: ``make_config(method, **checkpoint_settings(method, checkpoint))``, i.e. the reference defaults
     with what the checkpoint's :data:`SETTINGS_FILE` recommends). Raises :class:`CheckpointError` (one line)
     for a missing or unreadable checkpoint, ``ValueError`` for an unknown method or settings of the wrong
-    class."""
+    class, or a ``dtype`` the method's network has no option for. ``dtype``: the network's compute dtype
+    (``"bfloat16"`` for accelerators; ``None``: the checkpoint's, float32)."""
     spec = registry.method(method)
     cls = spec.settings_class
     cfg = make_config(method, **checkpoint_settings(method, checkpoint)) if cfg is None else cfg
@@ -675,7 +682,10 @@ def load_backend(method: str = "udiffse", checkpoint=None, cfg=None) -> MethodBa
         raise ValueError(f"{method} needs a {cls.__name__}, got a {type(cfg).__name__}")
     if cfg.method != spec.settings_method:
         raise ValueError(f"method {method!r} and cfg.method={cfg.method!r} disagree")
-    return spec.load_backend(checkpoint, cfg)
+    backend = spec.load_backend(checkpoint, cfg)
+    if dtype is not None:
+        backend.set_compute_dtype(str(dtype))
+    return backend
 
 
 # -------------------------------------------------------------------------------------------- files
@@ -1050,20 +1060,22 @@ def _write(path: Path, y: np.ndarray, sample_rate: int, subtype: str | None) -> 
 _ENGINES: dict[tuple, Enhancer] = {}
 
 
-def _engine(method: str, checkpoint, seed: int, config: dict | None, batch_size: int, chunk_frames: int) -> Enhancer:
+def _engine(method: str, checkpoint, seed: int, config: dict | None, batch_size: int, chunk_frames: int,
+            dtype: str | None) -> Enhancer:
     """The :class:`Enhancer` of these settings, built on first use and kept (with its compiled programs)."""
     fields = dict(config or {})
     key = (method, None if checkpoint is None else str(Path(checkpoint).resolve()), int(seed),
-           tuple(sorted((k, repr(v)) for k, v in fields.items())), int(batch_size), int(chunk_frames))
+           tuple(sorted((k, repr(v)) for k, v in fields.items())), int(batch_size), int(chunk_frames), dtype)
     if key not in _ENGINES:
         cfg = make_config(method, **{**checkpoint_settings(method, checkpoint), **fields})
-        backend = load_backend(method, checkpoint, cfg)
+        backend = load_backend(method, checkpoint, cfg, dtype)
         _ENGINES[key] = Enhancer(backend, batch_size=batch_size, chunk_frames=chunk_frames, seed=seed)
     return _ENGINES[key]
 
 
 def enhance_audio(audio, sample_rate: int | None = None, method: str = "udiffse+", checkpoint=None, seed: int = 0, *,
-                  config: dict | None = None, batch_size: int = 1, chunk_frames: int = 1024) -> np.ndarray:
+                  config: dict | None = None, batch_size: int = 1, chunk_frames: int = 1024,
+                  dtype: str | None = None) -> np.ndarray:
     """Enhance one recording and return it: float32, at its own sample rate and length (mono).
 
     Also callable as ``jaxse.enhance(...)`` (the module is callable). ``audio``: a path (any format libsndfile
@@ -1072,7 +1084,8 @@ def enhance_audio(audio, sample_rate: int | None = None, method: str = "udiffse+
     ``None`` for the shipped model of the method; ``config``: fields of the method's settings (on top of the
     checkpoint's ``sampler_settings.json``, as ``enhance.py --config.FIELD``). The engine (model, settings and
     compiled programs) is kept between calls with the same settings, so only the first call of a shape bucket
-    compiles. The result for a file equals ``enhance.py FILE`` with the same ``--seed`` (the noise key comes
+    compiles. ``dtype="bfloat16"``: the network's compute dtype (diffusion and SGMSE+ networks; for
+    accelerators). The result for a file equals ``enhance.py FILE`` with the same ``--seed`` (the noise key comes
     from the seed and the file name; arrays use the name ``"audio"``). Errors: ``ValueError`` (bad input or
     settings), :class:`jaxse.audio.AudioError` (unreadable file), :class:`CheckpointError`.
     """
@@ -1094,7 +1107,7 @@ def enhance_audio(audio, sample_rate: int | None = None, method: str = "udiffse+
         sr, uid = int(sample_rate), "audio"
         if sr <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-    engine = _engine(method, checkpoint, seed, config, batch_size, chunk_frames)
+    engine = _engine(method, checkpoint, seed, config, batch_size, chunk_frames, dtype)
     rate = int(engine.spec.sample_rate)
     x = wave if sr == rate else resample(wave, sr, rate)
     y = engine.enhance([x], uids=[uid])[0]

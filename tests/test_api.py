@@ -51,3 +51,16 @@ def test_same_result_as_the_command_line(tmp_path):
     cli, _ = sf.read(tmp_path / EXAMPLE.name, dtype="float32")
     api = jaxse.enhance(EXAMPLE, method="rvae-ldem", config=SETTINGS)
     assert np.max(np.abs(cli - api)) <= 1.5 / 32768  # the CLI writes 16-bit PCM, like its input
+
+
+def test_compute_dtype_option():
+    from jaxse import enhance
+
+    backend = enhance.load_backend("udiffse+", dtype="bfloat16")
+    assert backend.model.net.dtype == "bfloat16"
+    assert enhance.load_backend("udiffse+").model.net.dtype == "float32"
+    with pytest.raises(ValueError, match="float32 only") as err:
+        enhance.load_backend("rvae-ldem", dtype="bfloat16")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="dtype"):
+        enhance.load_backend("udiffse+", dtype="float16")

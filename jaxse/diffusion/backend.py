@@ -3,6 +3,7 @@ loader of diffusion priors (train.py workdirs and exports, reference ``.ckpt`` /
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +32,11 @@ class DiffusionBackend(MethodBackend):
         frame_multiple = getattr(net, "frame_multiple", None) or getattr(model, "frame_multiple", 1)
         self.quantum = parallel.frame_quantum(frame_multiple, spec.pad_multiple)
         self.quantum_note = f"lcm of the padding multiple {spec.pad_multiple} and the network's {frame_multiple}"
+
+    def set_compute_dtype(self, dtype: str) -> None:
+        """The network's convolutions and attention in ``dtype`` (parameters and sampler state stay float32)."""
+        net = dataclasses.replace(self.model.net, dtype=dtype)  # validates the name
+        self.model = dataclasses.replace(self.model, net=net)
 
     def norm_factor(self, wave):
         return parallel.norm_factor(wave, self.spec)

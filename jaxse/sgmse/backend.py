@@ -90,6 +90,11 @@ class _PairedBackend(MethodBackend):
         self.quantum = parallel.frame_quantum(model.frame_multiple, spec.pad_multiple)
         self.quantum_note = f"lcm of the padding multiple {spec.pad_multiple} and the network's {model.frame_multiple}"
 
+    def set_compute_dtype(self, dtype: str) -> None:
+        """The network's convolutions and attention in ``dtype`` (parameters and sampler state stay float32)."""
+        net = dataclasses.replace(self.model.net, dtype=dtype)  # validates the name
+        self.model = dataclasses.replace(self.model, net=net)
+
     def norm_factor(self, wave):
         """``max|wave|^α`` (``α`` the compression exponent): the spectrogram-domain image of dividing the
         waveform by its peak (1 for a silent file)."""
