@@ -39,12 +39,11 @@ def _c(g, key):
     return jnp.asarray(cplx(g, key, True), jnp.complex64)
 
 
-def test_conditional_forward_and_score(cond):
+def test_conditional_forward_and_score(cond, fast_compile):
     g, model, v = cond
     x_t, y, t = _c(g, "x_t"), _c(g, "y"), jnp.asarray(g["t"])
-    out = model.apply_net(v, x_t, t, y)
+    out, score = jax.jit(lambda *a: (model.apply_net(*a), model.score(*a)))(v, x_t, t, y)
     assert rel_err(out, cplx(g, "dnn_out", True)) < TOL
-    score = model.score(v, x_t, t, y)
     assert rel_err(score, cplx(g, "score", True)) < TOL
     np.testing.assert_array_equal(np.asarray(score), -np.asarray(out))
 
@@ -57,13 +56,14 @@ def test_reference_import_infers_each_family(cond, sup, golden_dir):
 
 
 @pytest.mark.parametrize("kind", ["dsm", "weighted"])
-def test_loss_chain_matches_reference(cond, kind):
+def test_loss_chain_matches_reference(cond, kind, fast_compile):
     g, model, v = cond
     x0, y, z = _c(g, "x0"), _c(g, "y"), _c(g, "z")
     sde = model.sde
     t = jnp.asarray(g["u"]) * (sde.T - sde.t_eps) + sde.t_eps
     np.testing.assert_allclose(t, g["t"], rtol=1e-6)
-    terms = sgt.loss_terms(model, v, x0, y, t, z, sgt.SGMSELoss(kind=kind))
+    terms = jax.jit(lambda v, x0, y, t, z: sgt.loss_terms(model, v, x0, y, t, z, sgt.SGMSELoss(kind=kind)))(
+        v, x0, y, t, z)
     np.testing.assert_allclose(terms["std"], g["std"], rtol=1e-5)
     assert rel_err(terms["x_t"], cplx(g, "x_t", True)) < 1e-6
     assert rel_err(terms["err"], cplx(g, "err", True)) < TOL
@@ -101,7 +101,7 @@ def test_tweedie_form_is_exact_for_the_true_score(cond):
     assert float(tw["dsm"]) < 1e-8
 
 
-def test_one_pc_step_matches_reference(cond):
+def test_one_pc_step_matches_reference(cond, fast_compile):
     g, model, v = cond
     x, y = _c(g, "pc_x_in"), _c(g, "pc_y")
     n = int(g["pc_N"])
@@ -110,8 +110,9 @@ def test_one_pc_step_matches_reference(cond):
     np.testing.assert_allclose(t, g["pc_t"], rtol=1e-6)
     cfg = samplers.PCConfig(num_steps=n, corrector_convention="sgmse", dt="reference", snr=float(g["pc_snr"]))
     np.testing.assert_allclose(samplers.corrector_step_size(cfg, model.sde.std(t)), g["pc_corr_step_size"], rtol=1e-5)
-    u_new, aux = samplers.pc_step(score_fn_shifted(model, v, y), model.sde, cfg, x - y, t, 1.0 / n,
-                                  _c(g, "pc_z_corr"), _c(g, "pc_z_pred"), False)
+    u_new, aux = jax.jit(lambda v, x, y, t, zc, zp: samplers.pc_step(
+        score_fn_shifted(model, v, y), model.sde, cfg, x - y, t, 1.0 / n, zc, zp, False))(
+        v, x, y, t, _c(g, "pc_z_corr"), _c(g, "pc_z_pred"))
     assert rel_err(aux["x_corrected"] + y, cplx(g, "pc_corr_x", True)) < TOL
     assert rel_err(aux["score"], cplx(g, "pc_pred_score", True)) < TOL
     assert rel_err(aux["x_mean"] + y, cplx(g, "pc_pred_x_mean", True)) < TOL
@@ -119,9 +120,9 @@ def test_one_pc_step_matches_reference(cond):
     np.testing.assert_allclose(aux["g"] * np.sqrt(1.0 / n), g["pc_pred_G"], rtol=1e-5)
 
 
-def test_supervised_forward_and_loss(sup):
+def test_supervised_forward_and_loss(sup, fast_compile):
     g, model, v = sup
-    terms = sgt.supervised_terms(model, v, _c(g, "x0"), _c(g, "y"))
+    terms = jax.jit(lambda v, x0, y: sgt.supervised_terms(model, v, x0, y))(v, _c(g, "x0"), _c(g, "y"))
     assert rel_err(terms["x_hat"], cplx(g, "x_hat", True)) < TOL
     assert rel_err(terms["err"], cplx(g, "err", True)) < TOL
     np.testing.assert_allclose(float(terms["loss"]), float(g["loss"]), rtol=TOL)
