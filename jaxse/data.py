@@ -115,6 +115,26 @@ def fit_crop(x: np.ndarray, start: int, length: int) -> np.ndarray:
     return x[start:start + length]
 
 
+def decode_or_silence(decode, length: int, failed: set, index: int, what: str, parts: int = 1):
+    """``decode()`` (one array, or a tuple of ``parts`` arrays) as read-only contiguous float32 arrays.
+
+    A decode that raises :class:`AudioError` is logged once per ``index`` (kept in ``failed``) and replaced by
+    silence of ``length`` samples, so that every process sees the same rows (the data sets' rule).
+    """
+    try:
+        out = decode()
+    except AudioError as exc:
+        if index not in failed:
+            logger.warning("%s failed to decode, its crops will be silent: %s", what, exc)
+            failed.add(index)
+        zeros = np.zeros(int(length), np.float32)
+        out = zeros if parts == 1 else (zeros,) * parts
+    arrays = [np.ascontiguousarray(a, dtype=np.float32) for a in ((out,) if parts == 1 else out)]
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays[0] if parts == 1 else tuple(arrays)
+
+
 class CleanSpeechDataset:
     """Clean speech under ``root`` (recursive), resampled to ``sample_rate`` on load.
 
@@ -311,15 +331,8 @@ class CleanSpeechDataset:
         if not 0 <= index < len(self._files):
             raise IndexError(f"file index {index} out of range for {len(self._files)} files")
         self.num_decodes += 1
-        try:
-            x = read_audio(self._files[index], target_sr=self.sample_rate).samples
-        except AudioError as exc:
-            if index not in self._failed:
-                logger.warning("audio file failed to decode, its crops will be silent: %s", exc)
-                self._failed.add(index)
-            x = np.zeros(int(self.lengths[index]), np.float32)
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        x.setflags(write=False)
+        x = decode_or_silence(lambda: read_audio(self._files[index], target_sr=self.sample_rate).samples,
+                              self.lengths[index], self._failed, index, "audio file")
         self._cache[index] = x
         return x
 

@@ -31,9 +31,45 @@ def pc_config(config):
     return samplers.UDIFFSE_PC.replace(**changes)
 
 
-class DiffusionFamily(registry.Family):
-    name = "ncsnpp"
+class NCSNppCheckpointFamily(registry.Family):
+    """What every family of NCSN++ networks shares (the prior here, SGMSE+ and the supervised baseline in
+    :mod:`jaxse.sgmse.family`): the compressed STFT of ``config.spec``, an EMA of the parameters that
+    validation, samples and exports use, warm start from a checkpoint of the same model, and exports in the
+    checkpoint layout of :func:`jaxse.export.export_prior`."""
+
     uses_ema = True
+
+    def spec_from_config(self, config) -> SpecConfig:
+        return SpecConfig(sample_rate=int(config.data.sample_rate), **dict(config.spec))
+
+    def warm_start(self, model, source, steps_per_epoch):
+        from jaxse.training import load_checkpoint
+
+        src_model, variables, info = load_checkpoint(source, family=self.name)
+        if src_model.to_dict() != model.to_dict():
+            raise ValueError(f"training.init_from={source}: its model {src_model.to_dict()} differs from the "
+                             f"config's {model.to_dict()}")
+        return variables, int(info.get("step") or 0)
+
+    def restore_target(self, model, meta: dict) -> dict:
+        shapes = model.abstract_variables(int(meta.get("num_bins", SpecConfig(**meta["spec"]).num_bins)))
+        return {"ema_params": shapes["params"], "constants": shapes["constants"]}
+
+    def inference_variables(self, restored: dict) -> dict:
+        return {"params": restored["ema_params"], "constants": restored.get("constants") or {}}
+
+    def export(self, directory, model, variables, spec, step, valid_loss, config, info):
+        from jaxse.export import export_prior
+
+        train_config = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
+        return export_prior(directory, model, jax.device_get(variables), spec, step=step,
+                            extra={"valid_loss_ema": None if valid_loss is None else float(valid_loss),
+                                   "train_config": train_config, **(info or {})})
+
+
+
+class DiffusionFamily(NCSNppCheckpointFamily):
+    name = "ncsnpp"
     has_sampler = True
 
     def model_from_config(self, config) -> ScoreModel:
@@ -54,9 +90,6 @@ class DiffusionFamily(registry.Family):
 
     def model_from_dict(self, d: dict) -> ScoreModel:
         return ScoreModel.from_dict(d)
-
-    def spec_from_config(self, config) -> SpecConfig:
-        return SpecConfig(sample_rate=int(config.data.sample_rate), **dict(config.spec))
 
     def validate_config(self, config, model) -> None:
         if int(config.training.sample_every) > 0 and int(config.sampling.num_frames) % model.net.frame_multiple:
@@ -84,30 +117,6 @@ class DiffusionFamily(registry.Family):
             return spec_to_wave(x, length, spec)
 
         return fn
-
-    def warm_start(self, model, source, steps_per_epoch):
-        from jaxse.training import load_checkpoint
-
-        src_model, variables, info = load_checkpoint(source, family=self.name)
-        if src_model.to_dict() != model.to_dict():
-            raise ValueError(f"training.init_from={source}: its model {src_model.to_dict()} differs from the "
-                             f"config's {model.to_dict()}")
-        return variables, int(info.get("step") or 0)
-
-    def restore_target(self, model, meta: dict) -> dict:
-        shapes = model.abstract_variables(int(meta.get("num_bins", SpecConfig(**meta["spec"]).num_bins)))
-        return {"ema_params": shapes["params"], "constants": shapes["constants"]}
-
-    def inference_variables(self, restored: dict) -> dict:
-        return {"params": restored["ema_params"], "constants": restored["constants"]}
-
-    def export(self, directory, model, variables, spec, step, valid_loss, config, info):
-        from jaxse.export import export_prior
-
-        train_config = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
-        return export_prior(directory, model, jax.device_get(variables), spec, step=step,
-                            extra={"valid_loss_ema": None if valid_loss is None else float(valid_loss),
-                                   "train_config": train_config, **(info or {})})
 
 
 FAMILY = DiffusionFamily()

@@ -88,11 +88,8 @@ class ScoreModel:
         family = d.get("family", cls.family)
         if family != cls.family:
             raise ValueError(f"not a diffusion prior's description (model family {family!r})")
-        net = dict(d["net"])
-        for k in ("ch_mult", "attn_resolutions", "fir_kernel"):
-            if k in net:
-                net[k] = tuple(net[k])
-        return cls(net=NCSNppConfig(**net), parameterization=d["parameterization"], sde=OUVESDE(**d["sde"]))
+        return cls(net=NCSNppConfig.from_dict(d["net"]), parameterization=d["parameterization"],
+                   sde=OUVESDE(**d["sde"]))
 
 
 

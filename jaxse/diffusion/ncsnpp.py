@@ -80,6 +80,11 @@ class NCSNppConfig:
         """The frame count T must be a multiple of this."""
         return 2 ** (self.num_levels - 1)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "NCSNppConfig":
+        """Inverse of :meth:`to_dict` (lists back to tuples)."""
+        return cls(**d)  # __post_init__ turns the lists into tuples
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         for k in ("ch_mult", "attn_resolutions", "fir_kernel"):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
 import numpy as np
 
 from jaxse import parallel, registry

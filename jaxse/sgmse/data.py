@@ -30,7 +30,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from jaxse.audio import AUDIO_EXTENSIONS, AudioError, find_audio_files, probe_audio, read_audio, resampled_length
-from jaxse.data import CleanSpeechDataset, _shard_bounds, fit_crop, split_roots
+from jaxse.data import CleanSpeechDataset, _crop_length, _shard_bounds, decode_or_silence, fit_crop, split_roots
 from jaxse.evaluation.mix import is_silent, snr_gain
 
 logger = logging.getLogger(__name__)
@@ -89,12 +89,6 @@ def _resolve_spec(spec, sample_rate: int, crop_frames: int):
     if length < 1:
         raise ValueError(f"crop of {crop_frames} frames has {length} samples")
     return spec, length
-
-
-def _crop_length(spec, crop_frames: int) -> int:
-    if hasattr(spec, "crop_length"):
-        return int(spec.crop_length(crop_frames))
-    return (int(crop_frames) - 1) * int(spec.hop_length)
 
 
 def _num_chunks(length: int, spec, crop_frames: int, crop_length: int) -> int:
@@ -356,23 +350,18 @@ class PairedSpeechDataset(_PairBase):
         if not 0 <= index < len(self._files):
             raise IndexError(f"file index {index} out of range for {len(self._files)} pairs")
         self.num_decodes += 1
-        try:
+
+        def decode():
             c = read_audio(self._files[index], target_sr=self.sample_rate).samples
             n = read_audio(self._noisy_files[index], target_sr=self.sample_rate).samples
             if c.shape != n.shape:
                 raise AudioError(f"{self._files[index]}: decoded to {c.shape[0]} samples but its noisy file "
                                  f"{self._noisy_files[index]} to {n.shape[0]}")
-        except AudioError as exc:
-            if index not in self._failed:
-                logger.warning("audio pair failed to decode, its crops will be silent: %s", exc)
-                self._failed.add(index)
-            c = n = np.zeros(int(self.lengths[index]), np.float32)
-        c = np.ascontiguousarray(c, dtype=np.float32)
-        n = np.ascontiguousarray(n, dtype=np.float32)
-        c.setflags(write=False)
-        n.setflags(write=False)
-        self._cache[index] = (c, n)
-        return c, n
+            return c, n
+
+        pair = decode_or_silence(decode, self.lengths[index], self._failed, index, "audio pair", parts=2)
+        self._cache[index] = pair
+        return pair
 
     def crop_pair(self, index: int, start: int) -> tuple[np.ndarray, np.ndarray]:
         """Normalised ``(clean, noisy)`` crops of pair ``index`` from ``start`` (see :func:`fit_crop`)."""
@@ -552,15 +541,8 @@ class MixingDataset(_PairBase):
         if not 0 <= index < len(self.noise_files):
             raise IndexError(f"noise index {index} out of range for {len(self.noise_files)} noise files")
         self._noise_decodes[0] += 1
-        try:
-            x = read_audio(self.noise_files[index], target_sr=self.sample_rate).samples
-        except AudioError as exc:
-            if index not in self._noise_failed:
-                logger.warning("noise file failed to decode, it will be treated as silence: %s", exc)
-                self._noise_failed.add(index)
-            x = np.zeros(int(self.noise_lengths[index]), np.float32)
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        x.setflags(write=False)
+        x = decode_or_silence(lambda: read_audio(self.noise_files[index], target_sr=self.sample_rate).samples,
+                              self.noise_lengths[index], self._noise_failed, index, "noise file")
         self._noise_cache[index] = x
         return x
 

@@ -23,14 +23,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import jax
-
-from jaxse import registry
+from jaxse.diffusion.family import NCSNppCheckpointFamily
 from jaxse.diffusion.ncsnpp import NCSNppConfig
 from jaxse.diffusion.sde import OUVESDE
 from jaxse.sgmse import training as sgt
 from jaxse.sgmse.models import ConditionalScoreModel, PredictiveModel
-from jaxse.spectral import SpecConfig
 
 DATA_SOURCES = ("mix", "paired")
 _NET_FIELDS = {f.name for f in dataclasses.fields(NCSNppConfig)}
@@ -44,15 +41,11 @@ def _net_kwargs(config, fixed: dict, allowed_extra=()) -> dict:
     return {**{k: m[k] for k in m.keys() if k in _NET_FIELDS}, **fixed}
 
 
-class _PairedFamily(registry.Family):
-    """What both families share: paired data, the STFT of the priors, EMA export as a checkpoint."""
+class _PairedFamily(NCSNppCheckpointFamily):
+    """What both families share: paired data, no prior samples (the rest: :class:`NCSNppCheckpointFamily`)."""
 
-    uses_ema = True
     has_sampler = False
     batch_fields = ("clean", "noisy")
-
-    def spec_from_config(self, config) -> SpecConfig:
-        return SpecConfig(sample_rate=int(config.data.sample_rate), **dict(config.spec))
 
     def make_dataset(self, config, spec, split: str, crop_frames: int):
         from jaxse.sgmse.data import MixingDataset, PairedSpeechDataset
@@ -80,30 +73,6 @@ class _PairedFamily(registry.Family):
         if noise is not None:
             info.update(noise_files=len(noise), snr_range=list(getattr(train_ds, "snr_range", ())))
         return info
-
-    def warm_start(self, model, source, steps_per_epoch):
-        from jaxse.training import load_checkpoint
-
-        src_model, variables, info = load_checkpoint(source, family=self.name)
-        if src_model.to_dict() != model.to_dict():
-            raise ValueError(f"training.init_from={source}: its model {src_model.to_dict()} differs from the "
-                             f"config's {model.to_dict()}")
-        return variables, int(info.get("step") or 0)
-
-    def restore_target(self, model, meta: dict) -> dict:
-        shapes = model.abstract_variables(int(meta.get("num_bins", SpecConfig(**meta["spec"]).num_bins)))
-        return {"ema_params": shapes["params"], "constants": shapes["constants"]}
-
-    def inference_variables(self, restored: dict) -> dict:
-        return {"params": restored["ema_params"], "constants": restored.get("constants") or {}}
-
-    def export(self, directory, model, variables, spec, step, valid_loss, config, info):
-        from jaxse.export import export_prior
-
-        train_config = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
-        return export_prior(directory, model, jax.device_get(variables), spec, step=step,
-                            extra={"valid_loss_ema": None if valid_loss is None else float(valid_loss),
-                                   "train_config": train_config, **(info or {})})
 
 
 class SGMSEFamily(_PairedFamily):

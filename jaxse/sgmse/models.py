@@ -33,14 +33,6 @@ def marginal(sde: OUVESDE, x0, y, t):
     return mu * x0 + (1.0 - mu) * y, sde.std(t)
 
 
-def _net_tuple(d: dict) -> dict:
-    net = dict(d)
-    for k in ("ch_mult", "attn_resolutions", "fir_kernel"):
-        if k in net:
-            net[k] = tuple(net[k])
-    return net
-
-
 @dataclasses.dataclass(frozen=True)
 class ConditionalScoreModel(ScoreModel):
     """SGMSE+'s score model ``s(x_t, y, t)``; ``parameterization`` as in :class:`ScoreModel` (the reference:
@@ -120,4 +112,4 @@ class PredictiveModel:
     def from_dict(cls, d: dict) -> "PredictiveModel":
         if d.get("family") != cls.family:
             raise ValueError(f"not a predictive model's description (model family {d.get('family')!r})")
-        return cls(net=NCSNppConfig(**_net_tuple(d["net"])))
+        return cls(net=NCSNppConfig.from_dict(d["net"]))
