@@ -2,7 +2,8 @@
 
     python enhance.py INPUT -o OUTDIR [--method udiffse|udiffse+|rvae-vem|rvae-mhem|rvae-malaem|rvae-ldem|sgmse+|supervised]
                       [--checkpoint CKPT] [--seed N] [--batch-size B] [--chunk-frames F] [--dtype bfloat16]
-                      [--overwrite] [--log FILE]
+                      [--overwrite] [--log FILE] [--row-by-row]
+                      [--num_processes N --process_id I [--coordinator_address HOST:PORT] | --distributed]
                       [--config.FIELD=VALUE ...]
 
 INPUT is an audio file or a directory (searched recursively for anything libsndfile reads). OUTDIR mirrors
@@ -32,6 +33,16 @@ model, :mod:`jaxse.rvae.posterior`); ``sgmse+`` and ``supervised``, the supervis
 noisy/clean pairs (:mod:`jaxse.sgmse`; a ``--checkpoint`` of their family is required). All share the batching,
 device sharding, chunking, resume and logging.
 
+Several processes (hosts) share one data set: start the same command once per process with
+``--num_processes=N --process_id=I`` (a static split: no coordination, each process starts, stops and reruns
+on its own), or with ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` / ``--distributed``
+(``jax.distributed``, as ``train.py``; the environment variables ``JAXSE_COORDINATOR_ADDRESS``,
+``JAXSE_NUM_PROCESSES``, ``JAXSE_PROCESS_ID`` set the same). Each process enhances a disjoint share of the
+files, balanced by duration and the same on every rerun, on its own devices, and logs to
+``LOG.parts/process-I-of-N.csv``; as each process ends, the parts' new rows are appended to the one log
+(``python -m jaxse.multihost OUTDIR`` does the same by hand). Outputs are bit-identical to a one-process run
+(on CPU, and with ``--row-by-row`` on accelerators): see :mod:`jaxse.multihost`.
+
 ``--checkpoint``: for the diffusion methods a train.py workdir or checkpoint directory, or a reference
 ``.ckpt`` / ``.npz`` (default: the prior shipped in ``jaxse/assets/prior``); for the RVAE methods a directory
 with ``rvae.json`` (``python -m jaxse.rvae_convert IN.pt -o DIR`` writes one) or a reference ``.pt``
@@ -47,6 +58,7 @@ reference defaults of the fields not given as ``--config.FIELD``; the line that 
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -119,6 +131,16 @@ flags.register_validator("chunk-frames", lambda v: v is None or v % 64 == 0, mes
 flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"],
                   "Compute dtype of the network's convolutions and attention (bfloat16: for GPU/TPU; the diffusion "
                   "and SGMSE+ networks). Default: float32.")
+flags.DEFINE_bool("row-by-row", None, "Run each device's rows one after another instead of vectorised: outputs "
+                  "bit-identical whatever the batching (default: on CPU only, where it costs nothing).")
+flags.DEFINE_string("coordinator_address", os.environ.get("JAXSE_COORDINATOR_ADDRESS"),
+                    "Multi-process run: host:port of process 0 (jax.distributed).")
+flags.DEFINE_integer("num_processes", int(os.environ.get("JAXSE_NUM_PROCESSES") or 0) or None,
+                     "Multi-process run: number of processes (each enhances its share of the files).")
+flags.DEFINE_integer("process_id", int(os.environ["JAXSE_PROCESS_ID"]) if os.environ.get("JAXSE_PROCESS_ID") else None,
+                     "Multi-process run: this process's index in [0, num_processes).")
+flags.DEFINE_bool("distributed", False, "Multi-process run: jax.distributed.initialize() with cluster "
+                  "auto-detection (SLURM, Open MPI, TPU pods).")
 flags.DEFINE_bool("overwrite", False, "Redo files whose output already exists.")
 flags.DEFINE_string("log", None, "CSV log file (default OUTDIR/enhance_log.csv; appended).")
 flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
@@ -176,19 +198,28 @@ def main(argv):
         enhance.check_output_paths(argv[1], FLAGS.output, FLAGS.log)
     except ValueError as exc:
         return _usage_error(exc)
+    from jaxse import multihost
+
+    try:  # before any JAX computation: jax.distributed must be joined first
+        share = multihost.resolve_share(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                                        auto=FLAGS.distributed)
+    except ValueError as exc:
+        return _usage_error(exc)
     try:
         backend = enhance.load_backend(method, FLAGS.checkpoint, cfg, FLAGS.dtype)
         enhancer = enhance.Enhancer(backend, batch_size=FLAGS["batch-size"].value,
-                                    chunk_frames=FLAGS["chunk-frames"].value, seed=FLAGS.seed)
+                                    chunk_frames=FLAGS["chunk-frames"].value, seed=FLAGS.seed,
+                                    row_by_row=FLAGS["row-by-row"].value)
     except (enhance.CheckpointError, ValueError) as exc:
         return _usage_error(exc)
-    sys.stderr.write(f"enhance.py: {backend.describe()}, {enhancer.num_devices} device(s), frame buckets "
+    where = "" if share.single else f" ({share}, its share of the files)"
+    sys.stderr.write(f"enhance.py: {backend.describe()}, {enhancer.num_devices} device(s){where}, frame buckets "
                      f"{list(enhancer.buckets)}\n")
     if tuned:
         sys.stderr.write(f"enhance.py: settings of {enhance.settings_path(method, FLAGS.checkpoint)} (tuned for this "
                          f"prior; --config.FIELD overrides): {', '.join(f'{k}={v}' for k, v in tuned.items())}\n")
     summary = enhance.enhance_files(argv[1], FLAGS.output, enhancer, overwrite=FLAGS.overwrite, log_path=FLAGS.log,
-                                    progress=FLAGS.progress)
+                                    progress=FLAGS.progress, share=share)
     log_path = FLAGS.log or str(Path(FLAGS.output) / enhance.LOG_NAME)
     sys.stderr.write(summary.line(log_path) + "\n")
     if summary.done or summary.skipped:  # where the results are (stdout: the one line a script may read)

@@ -255,6 +255,10 @@ class Enhancer:
         and ``batch_size``) instead of padding it to ``batch_size`` with dummy rows: at most
         ``log2(batch_size / devices) + 1`` programs per bucket, compiled on first use. ``False``: one program
         per bucket, partial batches padded.
+      row_by_row: each device runs its rows one after another (``lax.map``) instead of vectorised
+        (``vmap``): a row's output is then bit-identical whichever rows share its batch (so across batch
+        sizes, tail batches, device and process counts); vectorised, it differs in the last bits (~1e-6).
+        Default: on CPU (where it is as fast), not on accelerators (where batching is what fills the chip).
       dtype: float dtype of the rows (``np.float64`` needs ``jax_enable_x64``, and float64 variables for a
         float64 posterior; for exact comparisons in tests).
     """
@@ -263,7 +267,7 @@ class Enhancer:
                  batch_size: int = 4, chunk_frames: int = 1024, overlap: float = 0.5, seed: int = 0, devices=None,
                  posterior: Callable | None = None, buckets: Sequence[int] | None = None,
                  silence_threshold: float = 2.0**-15, max_pending: int | None = None, tail_batches: bool = True,
-                 dtype=np.float32):
+                 row_by_row: bool | None = None, dtype=np.float32):
         if isinstance(model, MethodBackend):
             given = [n for n, v in (("variables", variables), ("cfg", cfg), ("spec", spec), ("posterior", posterior))
                      if v is not None]
@@ -302,6 +306,7 @@ class Enhancer:
         self.variables = jax.device_put(backend.variables, parallel.replicated(self.mesh))
         self.chunk_length = (self.chunk_frames - 1) * self.spec.hop_length  # exactly chunk_frames frames
         self.tail_batches = bool(tail_batches)
+        self.row_by_row = (self.mesh.devices.flat[0].platform == "cpu") if row_by_row is None else bool(row_by_row)
         self._programs: dict[tuple[int, int], Any] = {}  # (frames, rows) -> compiled program
         self.compile_seconds: dict[tuple[int, int], float] = {}
         self.num_batches = 0
@@ -356,7 +361,10 @@ class Enhancer:
                 extra = {"cond": c} if c else {}
                 return backend.posterior(variables, parallel.derive_key(kd), xu, mu, **extra)
 
-            s = jax.vmap(one)(kdata, x, mask, *cond_args)
+            if self.row_by_row:  # one row at a time: a row's numerics do not depend on the others
+                s = jax.lax.map(lambda a: one(*a), (kdata, x, mask, *cond_args))
+            else:
+                s = jax.vmap(one)(kdata, x, mask, *cond_args)
             return backend.synthesis(s * nf[:, None, None].astype(s.real.dtype), lengths, row)
 
         n_args = 5 if cond is None else 7  # + conditioning frames and counts, only when the method has one
@@ -722,8 +730,8 @@ class RunSummary:
 class _FileProgress(ProgressBar):
     """Files done / total with an ETA from the audio seconds still to process."""
 
-    def __init__(self, total_files: int, total_audio: float, stream=None):
-        super().__init__(total_files, desc="enhance", stream=stream, log_interval=10.0)
+    def __init__(self, total_files: int, total_audio: float, stream=None, desc: str = "enhance"):
+        super().__init__(total_files, desc=desc, stream=stream, log_interval=10.0)
         self.total_audio = float(total_audio)
         self.audio_done = 0.0
 
@@ -862,7 +870,8 @@ def _check_writable(path: Path, what: str, *, directory: bool) -> None:
 
 
 def enhance_files(input_path, output_dir, enhancer: Enhancer, *, overwrite: bool = False, log_path=None,
-                  stream=None, progress: bool = True, conditioning: Callable[[str], Any] | None = None) -> RunSummary:
+                  stream=None, progress: bool = True, conditioning: Callable[[str], Any] | None = None,
+                  share=None) -> RunSummary:
     """Enhance a file or a directory tree into ``output_dir`` (same relative paths and extensions).
 
     Each file is read (any format libsndfile reads), mixed down to mono, resampled to the prior's rate,
@@ -877,23 +886,35 @@ def enhance_files(input_path, output_dir, enhancer: Enhancer, *, overwrite: bool
     gives each file's stream (e.g. its feature file); an exception it raises fails that file only (its one-line
     message is logged).
 
+    ``share``: a :class:`jaxse.multihost.Share` of a multi-process run: only this process's share of the files
+    (:func:`jaxse.multihost.assign_shares`, balanced by duration) is enhanced, its rows go to its own log part,
+    and at the end every part's new rows are appended to the log (:func:`jaxse.multihost.merge_logs`).
+
     Raises ``ValueError`` before creating anything if the output or the log cannot be written or the output
     would overwrite the input (:func:`check_output_paths`).
     """
+    from jaxse import multihost
+
     check_output_paths(input_path, output_dir, log_path)
     stream = sys.stderr if stream is None else stream
     t_start = time.perf_counter()
     out_root = Path(output_dir)
     log_path = Path(log_path) if log_path else out_root / LOG_NAME
     root, files = list_inputs(input_path, exclude=[out_root])
-    summary = RunSummary(total=len(files))
-    log = _CsvLog(log_path)
-    sr = enhancer.spec.sample_rate
     headers = {f.relative_to(root).as_posix(): _header(f) for f in files}
+    shared = share is not None and not share.single
+    if shared:
+        owner = multihost.assign_shares({k: n / r if r else 0.0 for k, (n, r) in headers.items()}, share.count)
+        files = [f for f in files if owner[f.relative_to(root).as_posix()] == share.index]
+        headers = {k: h for k, h in headers.items() if owner[k] == share.index}
+    summary = RunSummary(total=len(files))
+    log = _CsvLog(multihost.part_path(log_path, share) if shared else log_path)
+    sr = enhancer.spec.sample_rate
     durations = {k: frames / rate if rate else 0.0 for k, (frames, rate) in headers.items()}
     todo = [k for k in headers if overwrite or not (out_root / k).exists()]
     enhancer.fit_batch_size(sum(enhancer.rows_for(resampled_length(*headers[k], sr)) for k in todo if headers[k][1]))
-    bar = _FileProgress(len(files), sum(durations.values()), stream=stream)
+    bar = _FileProgress(len(files), sum(durations.values()), stream=stream,
+                        desc=f"enhance ({share})" if shared else "enhance")
     bar.enabled = bool(progress)
     said_mixdown = False
 
@@ -986,6 +1007,11 @@ def enhance_files(input_path, output_dir, enhancer: Enhancer, *, overwrite: bool
     finally:
         bar.close()
         log.close()
+    if shared:
+        try:
+            multihost.merge_logs(log_path)
+        except (OSError, ValueError) as exc:  # the parts are intact: python -m jaxse.multihost merges them later
+            say(f"WARNING could not merge the log parts into {log_path}: {' '.join(str(exc).split())}")
     summary.stats = enhancer.stats()
     summary.wall_seconds = time.perf_counter() - t_start
     return summary
