@@ -11,7 +11,8 @@ settings class of its ``method`` (default ``udiffse``; :class:`jaxse.diffusion.u
 ``rvae-*`` methods, :class:`jaxse.rvae.posterior.RVAEPosteriorConfig`) on top of the *reference* defaults: a
 checkpoint's ``sampler_settings.json`` is not applied here, it is where the chosen result goes.
 ``chunk_frames=N`` sets the longest row the enhancer runs (longer files are cut into 50 %-overlapping
-chunks of N frames), e.g. to cap the rows at the length the prior was trained on.
+chunks of N frames), e.g. to cap the rows at the length the prior was trained on; ``dtype=bfloat16`` runs
+the network's compute in bfloat16 (:func:`jaxse.enhance.load_backend`).
 
 Every setting runs with every ``--checkpoint`` (default: the shipped prior or RVAE of the method; a diffusion
 checkpoint is skipped for an RVAE method and the other way round), on the same mixtures with the same seed,
@@ -40,6 +41,7 @@ from jaxse.enhance import Enhancer, config_class, is_rvae_method, load_backend, 
 from jaxse.evaluation.metrics import estoi, si_sdr  # noqa: E402
 
 ENHANCER_FIELDS = ("chunk_frames",)  # settings of the Enhancer rather than of the method
+LOAD_FIELDS = ("dtype",)  # settings of the loaded network (load_backend)
 
 
 def parse_setting(text: str) -> dict:
@@ -55,7 +57,7 @@ def parse_setting(text: str) -> dict:
             out[name] = value
     method = out.setdefault("method", "udiffse")
     try:
-        fields = {f.name for f in dataclasses.fields(config_class(method))} | set(ENHANCER_FIELDS)
+        fields = {f.name for f in dataclasses.fields(config_class(method))} | set(ENHANCER_FIELDS) | set(LOAD_FIELDS)
     except ValueError as exc:
         raise SystemExit(f"tune_valid: error: {exc}") from None
     unknown = sorted(set(out) - fields)
@@ -87,10 +89,10 @@ def _mean_sem(values) -> tuple[float, float]:
 
 def run_one(setting: dict, checkpoint, mixes: list[dict], inputs: dict, seed: int) -> dict:
     """Enhance every mixture with one setting and checkpoint; the scores and costs as a JSON-able dict."""
-    fields = {k: v for k, v in setting.items() if k not in ENHANCER_FIELDS and k != "method"}
+    fields = {k: v for k, v in setting.items() if k not in ENHANCER_FIELDS + LOAD_FIELDS and k != "method"}
     enhancer_kw = {k: int(setting[k]) for k in ENHANCER_FIELDS if k in setting}
     method = setting["method"]
-    backend = load_backend(method, checkpoint, make_config(method, **fields))
+    backend = load_backend(method, checkpoint, make_config(method, **fields), setting.get("dtype"))
     enh = Enhancer(backend, batch_size=1, seed=seed, **enhancer_kw)
     t0 = time.perf_counter()
     outs = enh.enhance([m["noisy"] for m in mixes], [m["id"] for m in mixes])

@@ -545,6 +545,54 @@ def time_program(fn: Callable, args: Sequence, repeats: int) -> dict:
     return times
 
 
+def time_train_step(config, steps: int = 5) -> dict:
+    """Compile time and steady speed of the jitted training step of a training config (any family), on
+    random crops of the config's batch size and crop length, over all local devices (data parallel)."""
+    from jaxse import training
+
+    model = training.model_from_config(config)
+    spec = training.spec_from_config(config)
+    tx = training.optimizer_from_config(config)
+    mesh = training.make_mesh()
+    state = training.create_train_state(model, tx, 0, spec.num_bins, mesh)
+    batch = int(config.training.batch_size)
+    length = spec.crop_length(int(config.data.crop_frames))
+    rng = np.random.default_rng(0)
+    family = registry.family_of_model(model)
+    rows = {name: rng.uniform(-1, 1, (batch, length)).astype(np.float32) for name in family.batch_fields}
+    waves = training.global_batch(rows, mesh)
+    step = training.make_train_step(model, spec, tx, float(config.training.ema_decay), mesh,
+                                    objective=family.objective(config, 1))
+    t0 = time.perf_counter()
+    lowered = step.lower(state, waves)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+    state, metrics = compiled(state, waves)
+    jax.block_until_ready(metrics)
+    t3 = time.perf_counter()
+    times = []
+    for _ in range(max(1, int(steps))):
+        s = time.perf_counter()
+        state, metrics = compiled(state, waves)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - s)
+    steady = statistics.median(times)
+    return {
+        "params": count_params(state.params),
+        "batch": batch,
+        "crop_frames": int(config.data.crop_frames),
+        "device": str(jax.devices()[0].device_kind),
+        "num_devices": jax.device_count(),
+        "jax": jax.__version__,
+        "lower_s": round(t1 - t0, 3),
+        "compile_s": round(t2 - t1, 3),
+        "first_call_s": round(t3 - t2, 3),
+        "step_s_median": round(steady, 4),
+        "steps_per_s": round(1.0 / steady, 3),
+    }
+
+
 # ----------------------------------------------------------------------------------------- the runner
 
 
