@@ -42,6 +42,8 @@ def _flax_path_to_torch(path: tuple[str, ...]) -> str:
     owner = parts[-2] if len(parts) >= 2 else ""
     if owner.startswith("NIN_"):
         parts[-1] = {"kernel": "W", "bias": "b"}[leaf]
+    elif owner == "to_out":  # the cross-attention's output projection is a Sequential's first entry
+        parts[-2:] = ["to_out", "0", {"kernel": "weight", "bias": "bias"}[leaf]]
     else:
         parts[-1] = {"kernel": "weight", "bias": "bias", "scale": "weight"}[leaf]
     return ".".join(parts)
@@ -96,7 +98,12 @@ def state_dict_to_variables(model: ScoreModel, state: Mapping[str, np.ndarray], 
 
 def load_npz_state_dict(path) -> dict[str, np.ndarray]:
     with np.load(path) as d:
-        return {k: d[k] for k in d.files if k.startswith("param/")}
+        return load_npz_state_dict_from(d)
+
+
+def load_npz_state_dict_from(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The ``param/*`` entries of a golden-style archive already loaded as a mapping."""
+    return {k: np.asarray(arrays[k]) for k in arrays if k.startswith("param/")}
 
 
 def load_lightning_checkpoint(path, use_ema: bool = True) -> tuple[dict[str, np.ndarray], dict]:

@@ -52,26 +52,29 @@ class ScoreModel:
         n = num_frames or self.net.frame_multiple
         x = jnp.zeros((batch, num_bins, n), jnp.complex64)
         t = jnp.full((batch,), 0.5, jnp.float32)
-        variables = jax.jit(self.module.init)({"params": key}, x, t)
+        cond = jnp.zeros((batch, 1, self.net.cond_dim), jnp.float32) if self.net.cond_dim else None
+        variables = jax.jit(self.module.init)({"params": key}, x, t, None, cond)
         return {"params": variables["params"], "constants": variables["constants"]}
 
     def abstract_variables(self, num_bins: int = 256):
         """Shapes/dtypes of the variables, without allocating them."""
         return jax.eval_shape(lambda k: self.init(k, num_bins), jax.random.PRNGKey(0))
 
-    def apply_net(self, variables, x, t):
-        return self.module.apply({"params": variables["params"], "constants": variables["constants"]}, x, t)
+    def apply_net(self, variables, x, t, cond=None):
+        return self.module.apply({"params": variables["params"], "constants": variables["constants"]}, x, t,
+                                 None, cond)
 
-    def score(self, variables, x, t):
-        """Score of the perturbed prior at time t: ``x`` complex (B, F, T), ``t`` (B,) -> complex (B, F, T)."""
-        out = self.apply_net(variables, x, t)
+    def score(self, variables, x, t, cond=None):
+        """Score of the perturbed prior at time t: ``x`` complex (B, F, T), ``t`` (B,) -> complex (B, F, T).
+        ``cond`` (B, T_v, D): the conditioning frames of an audio-visual prior (``net.cond_dim`` = D)."""
+        out = self.apply_net(variables, x, t, cond)
         if self.parameterization == "udiffse":
             return -out
         return -out / expand_t(self.sde.std(t), out)
 
-    def score_fn(self, variables):
-        """Closure ``(x, t) -> score`` for the samplers."""
-        return lambda x, t: self.score(variables, x, t)
+    def score_fn(self, variables, cond=None):
+        """Closure ``(x, t) -> score`` for the samplers (an audio-visual prior: given its ``cond``)."""
+        return lambda x, t: self.score(variables, x, t, cond)
 
     @property
     def frame_multiple(self) -> int:

@@ -55,6 +55,15 @@ class NCSNppConfig:
     dtype: str = "float32"
     # Rematerialise each res-block in the backward pass (saves activation memory when training).
     remat: bool = False
+    # > 0: an audio-visual prior (AV-UDiffSE): the network also takes conditioning frames (B, T_v, cond_dim)
+    # (e.g. lip features at 25 fps), fused by light cross-attention blocks after the input conv, after each
+    # downsampling res-block, at the bottleneck and after each decoder level (:class:`CrossAttnBlockLight`).
+    cond_dim: int = 0
+    # Cross-attention logits: False, the reference (no 1/sqrt(d_head) although it defines one); True: scaled.
+    xattn_scaled: bool = False
+    # Head size of the first cross-attention block (after the input conv): 128, the reference's hard-coded
+    # value (with d_model 256 = F); 0: the block's d_model, as every other block.
+    xattn_first_d_head: int = 128
 
     def __post_init__(self):
         object.__setattr__(self, "ch_mult", tuple(int(c) for c in self.ch_mult))
@@ -68,6 +77,9 @@ class NCSNppConfig:
             raise ValueError(f"in_channels must be 2 (x) or 4 (x and the conditioning y), got {self.in_channels!r}")
         if not self.time_embedding and self.output_scaling != "none":
             raise ValueError("a network without time embedding needs output_scaling 'none'")
+        if self.cond_dim < 0 or self.xattn_first_d_head < 0:
+            raise ValueError(f"cond_dim and xattn_first_d_head must be >= 0, got {self.cond_dim}, "
+                             f"{self.xattn_first_d_head}")
         if self.nf < 4 or not self.ch_mult or self.num_res_blocks < 1:
             raise ValueError(f"invalid NCSN++ size: nf={self.nf}, ch_mult={self.ch_mult}")
 
@@ -241,6 +253,54 @@ class AttnBlockpp(nn.Module):
         return (x + h) / math.sqrt(2.0)
 
 
+class _CrossAttention(nn.Module):
+    """One head: queries (…, T', d_model) attend to keys/values from (B, T_v, d_cond); no mask, no positions."""
+
+    d_head: int
+    scaled: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, q_in, v):
+        d_model, d_cond = q_in.shape[-1], v.shape[-1]
+
+        def dense(n, fan_in, name, bias=False):
+            init = _torch_default_conv_init(fan_in)
+            return nn.Dense(n, use_bias=bias, kernel_init=init, bias_init=init, dtype=self.dtype, name=name)
+
+        q = dense(self.d_head, d_model, "to_q")(q_in)  # (B, C, T', d)
+        k = dense(self.d_head, d_cond, "to_k")(v)  # (B, T_v, d)
+        val = dense(self.d_head, d_cond, "to_v")(v)
+        logits = jnp.einsum("bctd,bsd->bcts", q, k).astype(jnp.float32)
+        if self.scaled:
+            logits = logits * (self.d_head ** -0.5)
+        a = jax.nn.softmax(logits, axis=-1).astype(val.dtype)
+        o = jnp.einsum("bcts,bsd->bctd", a, val)
+        return dense(d_model, self.d_head, "to_out", bias=True)(o)
+
+
+class CrossAttnBlockLight(nn.Module):
+    """The AV prior's light fusion block: ``h + GroupNorm(cross-attention(h, v))``.
+
+    Each time frame's frequency vector (length F' of the current level) is one query token, the channels
+    act as a batch axis (weights shared over them); keys and values come from the conditioning frames
+    ``v`` (B, T_v, d_cond). ``h`` is (B, F', T', C) (this package's layout).
+    """
+
+    d_head: int = 0  # 0: d_model (= F')
+    scaled: bool = False
+    group_cap: int = 32
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, h, v):
+        xp = jnp.transpose(h, (0, 3, 2, 1))  # (B, C, T', F')
+        o = _CrossAttention(self.d_head or h.shape[1], self.scaled, self.dtype, name="cross_attention")(
+            xp.astype(self.dtype), v.astype(self.dtype))
+        o = jnp.transpose(o, (0, 3, 2, 1))  # (B, F', T', C)
+        return h + _GroupNorm(self.group_cap, name="groupnorm")(o).astype(h.dtype)
+
+
 class NCSNpp(nn.Module):
     """NCSN++ network: ``(x complex (B,F,T), t (B,), y=None) -> complex (B,F,T)`` (the raw DNN output).
 
@@ -251,7 +311,7 @@ class NCSNpp(nn.Module):
     config: NCSNppConfig
 
     @nn.compact
-    def __call__(self, x, t, y=None):
+    def __call__(self, x, t, y=None, cond=None):
         cfg = self.config
         dtype = jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
         b, f, n_frames = x.shape
@@ -262,6 +322,11 @@ class NCSNpp(nn.Module):
         if (y is not None) != (cfg.in_channels == 4):
             raise ValueError(f"an NCSN++ with {cfg.in_channels} input channels takes "
                              f"{'x and the conditioning y' if cfg.in_channels == 4 else 'x alone (no y)'}")
+        if (cond is not None) != (cfg.cond_dim > 0):
+            raise ValueError("an audio-visual NCSN++ (cond_dim > 0) needs the conditioning frames" if cfg.cond_dim
+                             else "an audio-only NCSN++ (cond_dim 0) takes no conditioning frames")
+        if cond is not None and (cond.ndim != 3 or cond.shape[0] != b or cond.shape[-1] != cfg.cond_dim):
+            raise ValueError(f"conditioning frames must be (B={b}, T_v, {cfg.cond_dim}), got {tuple(cond.shape)}")
         idx = iter(range(10_000))
 
         def name():
@@ -291,10 +356,15 @@ class NCSNpp(nn.Module):
         def attn(h):
             return AttnBlockpp(init_scale=cfg.init_scale, group_cap=cfg.group_cap, dtype=dtype, name=name())(h)
 
+        def fuse(h, d_head=0):  # cross-attention to the conditioning frames (audio-visual prior only)
+            if cond is None:
+                return h
+            return CrossAttnBlockLight(d_head, cfg.xattn_scaled, cfg.group_cap, dtype, name=name())(h, cond)
+
         parts = [x] if y is None else [x, y]
         x2 = jnp.stack([p for z in parts for p in (jnp.real(z), jnp.imag(z))], axis=-1).astype(jnp.float32)
         input_pyramid = x2
-        hs = [_conv(cfg.nf, 3, 1.0, name(), dtype)(x2.astype(dtype))]
+        hs = [fuse(_conv(cfg.nf, 3, 1.0, name(), dtype)(x2.astype(dtype)), cfg.xattn_first_d_head)]
 
         # Downsampling path.
         for level, mult in enumerate(cfg.ch_mult):
@@ -304,7 +374,7 @@ class NCSNpp(nn.Module):
                     h = attn(h)
                 hs.append(h)
             if level != cfg.num_levels - 1:
-                h = resblock(hs[-1], hs[-1].shape[-1], down=True)
+                h = fuse(resblock(hs[-1], hs[-1].shape[-1], down=True))
                 input_pyramid = fir_downsample(input_pyramid, cfg.fir_kernel)
                 # Combine ("sum"): 1×1 conv of the input pyramid added to h.
                 h = _CombineSum(h.shape[-1], dtype, name=name())(input_pyramid, h)
@@ -313,7 +383,7 @@ class NCSNpp(nn.Module):
         # Middle.
         h = hs[-1]
         h = resblock(h, h.shape[-1])
-        h = attn(h)
+        h = fuse(attn(h))
         h = resblock(h, h.shape[-1])
 
         # Upsampling path with the output-skip pyramid.
@@ -324,6 +394,7 @@ class NCSNpp(nn.Module):
                 h = resblock(jnp.concatenate([h, hs.pop()], axis=-1), out_ch)
             if h.shape[1] in cfg.attn_resolutions:
                 h = attn(h)
+            h = fuse(h)
             p = nn.silu(_GroupNorm(cfg.group_cap, name=name())(h))
             p = _conv(x2.shape[-1], 3, cfg.init_scale, name(), dtype)(p)
             pyramid = p if pyramid is None else fir_upsample(pyramid, cfg.fir_kernel) + p
