@@ -1,6 +1,7 @@
 """Enhance noisy speech files with a diffusion prior or an RVAE prior (thin CLI around :mod:`jaxse.enhance`).
 
-    python enhance.py INPUT -o OUTDIR [--method udiffse|udiffse+|rvae-vem|rvae-mhem|rvae-malaem|rvae-ldem|sgmse+|supervised]
+    python enhance.py INPUT -o OUTDIR [--method udiffse|udiffse+|rvae-vem|rvae-mhem|rvae-malaem|rvae-ldem|sgmse+|supervised
+                                           |av-udiffse|av-udiffse+ --visual FEATURE_DIR]
                       [--checkpoint CKPT] [--seed N] [--batch-size B] [--chunk-frames F] [--dtype bfloat16]
                       [--overwrite] [--log FILE] [--row-by-row]
                       [--num_processes N --process_id I [--coordinator_address HOST:PORT] | --distributed]
@@ -42,6 +43,12 @@ files, balanced by duration and the same on every rerun, on its own devices, and
 ``LOG.parts/process-I-of-N.csv``; as each process ends, the parts' new rows are appended to the one log
 (``python -m jaxse.multihost OUTDIR`` does the same by hand). Outputs are bit-identical to a one-process run
 (on CPU, and with ``--row-by-row`` on accelerators): see :mod:`jaxse.multihost`.
+
+``av-udiffse`` / ``av-udiffse+``: UDiffSE / UDiffSE+ with an audio-visual prior (``--checkpoint`` of the ``av``
+family, required) and ``--visual FEATURE_DIR``: each input's visual features, a ``.npy`` array ``(frames, dim)``
+at 25 fps at the input's relative path with the suffix ``.npy`` (:mod:`jaxse.av.data`). A missing feature
+file, a dimension the prior does not take or features more than 1 s longer or shorter than the audio fail
+that file only (one line in the log).
 
 ``--checkpoint``: for the diffusion methods a train.py workdir or checkpoint directory, or a reference
 ``.ckpt`` / ``.npz`` (default: the prior shipped in ``jaxse/assets/prior``); for the RVAE methods a directory
@@ -141,6 +148,8 @@ flags.DEFINE_integer("process_id", int(os.environ["JAXSE_PROCESS_ID"]) if os.env
                      "Multi-process run: this process's index in [0, num_processes).")
 flags.DEFINE_bool("distributed", False, "Multi-process run: jax.distributed.initialize() with cluster "
                   "auto-detection (SLURM, Open MPI, TPU pods).")
+flags.DEFINE_string("visual", None, "Audio-visual methods (av-udiffse, av-udiffse+): folder of the inputs' visual "
+                    "features, one .npy array (frames, dim) at 25 fps per input at the same relative path.")
 flags.DEFINE_bool("overwrite", False, "Redo files whose output already exists.")
 flags.DEFINE_string("log", None, "CSV log file (default OUTDIR/enhance_log.csv; appended).")
 flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
@@ -194,6 +203,15 @@ def main(argv):
         return _usage_error(exc)
     if not Path(argv[1]).exists():
         return _usage_error(f"{argv[1]}: no such file or directory")
+    audio_visual = registry.method(method).conditioning is not None
+    if audio_visual and not FLAGS.visual:
+        return _usage_error(f"--method {method} needs --visual FEATURE_DIR (the inputs' visual features: .npy files "
+                            "at the inputs' relative paths)")
+    if FLAGS.visual and not audio_visual:
+        return _usage_error(f"--visual is for the audio-visual methods "
+                            f"({', '.join(m for m in METHODS if registry.method(m).conditioning)}), not {method}")
+    if FLAGS.visual and not Path(FLAGS.visual).is_dir():
+        return _usage_error(f"--visual {FLAGS.visual}: not a directory")
     try:  # before the model loads, and creating nothing: -o and --log writable, the inputs not overwritten
         enhance.check_output_paths(argv[1], FLAGS.output, FLAGS.log)
     except ValueError as exc:
@@ -218,8 +236,14 @@ def main(argv):
     if tuned:
         sys.stderr.write(f"enhance.py: settings of {enhance.settings_path(method, FLAGS.checkpoint)} (tuned for this "
                          f"prior; --config.FIELD overrides): {', '.join(f'{k}={v}' for k, v in tuned.items())}\n")
+    conditioning = None
+    if audio_visual:
+        from jaxse.av.data import load_features
+
+        dim = backend.conditioning.dim
+        conditioning = lambda rel: load_features(Path(FLAGS.visual) / Path(rel).with_suffix(".npy"), dim)  # noqa: E731
     summary = enhance.enhance_files(argv[1], FLAGS.output, enhancer, overwrite=FLAGS.overwrite, log_path=FLAGS.log,
-                                    progress=FLAGS.progress, share=share)
+                                    progress=FLAGS.progress, share=share, conditioning=conditioning)
     log_path = FLAGS.log or str(Path(FLAGS.output) / enhance.LOG_NAME)
     sys.stderr.write(summary.line(log_path) + "\n")
     if summary.done or summary.skipped:  # where the results are (stdout: the one line a script may read)

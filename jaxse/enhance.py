@@ -619,8 +619,10 @@ def checkpoint_path(checkpoint, default, family: str, missing: str) -> Path:
             raise CheckpointError(f"{path}: no such checkpoint")
     found = registry.detect_family(path)
     if found is not None and found != family:
+        theirs = registry.methods_of(found)
+        use = f" (use --method {' or '.join(theirs)})" if theirs else ""
         raise CheckpointError(f"{path}: a checkpoint of the {found!r} model family; the methods of this one "
-                              f"({', '.join(registry.methods_of(family))}) need a {family!r} checkpoint")
+                              f"({', '.join(registry.methods_of(family))}) need a {family!r} checkpoint{use}")
     return path
 
 

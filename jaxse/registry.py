@@ -28,6 +28,7 @@ _FAMILIES = {
     "rvae": "jaxse.rvae.family:FAMILY",  # the RVAE speech model of the RVAE-EM baselines
     "sgmse": "jaxse.sgmse.family:SGMSE_FAMILY",  # SGMSE+: score model conditioned on the noisy speech
     "supervised": "jaxse.sgmse.family:SUPERVISED_FAMILY",  # the supervised (predictive) baseline
+    "av": "jaxse.av.family:FAMILY",  # the audio-visual prior of AV-UDiffSE (NCSN++ with cross-attention)
 }
 DEFAULT_FAMILY = "ncsnpp"  # what a config or checkpoint without ``model.family`` is (the original format)
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -242,6 +243,10 @@ _METHODS = {m.name: m for m in (
            "sgmse"),
     Method("supervised", "supervised", "jaxse.sgmse.backend:SupervisedConfig", "supervised",
            "jaxse.sgmse.backend:load_supervised", "supervised"),
+    Method("av-udiffse", "av", "jaxse.diffusion.udiffse:PosteriorConfig", "udiffse", "jaxse.av.backend:load_backend",
+           "av", conditioning="visual features"),
+    Method("av-udiffse+", "av", "jaxse.diffusion.udiffse:PosteriorConfig", "udiffse+",
+           "jaxse.av.backend:load_backend", "av", conditioning="visual features"),
 )}
 METHODS = tuple(_METHODS)  # enhance.py --method choices, in the order the help lists them
 

@@ -71,6 +71,7 @@ class NCSNppCheckpointFamily(registry.Family):
 class DiffusionFamily(NCSNppCheckpointFamily):
     name = "ncsnpp"
     has_sampler = True
+    model_class = ScoreModel
 
     def model_from_config(self, config) -> ScoreModel:
         """The NCSN++ fields + ``parameterization`` of ``config.model``, and ``config.sde``; the network's
@@ -86,10 +87,14 @@ class DiffusionFamily(NCSNppCheckpointFamily):
             raise ValueError(f"unknown config.model fields: {sorted(unknown)}")
         net_kw = {k: m[k] for k in m.keys() if k in net_fields}
         net = NCSNppConfig(output_scaling=OUTPUT_SCALING[parameterization], **net_kw)
-        return ScoreModel(net=net, parameterization=parameterization, sde=OUVESDE(**dict(config.sde)))
+        if (net.cond_dim > 0) != (self.name == "av"):
+            raise ValueError("config.model.cond_dim > 0 (conditioning frames) is the 'av' family's: set "
+                             "config.model.family='av'" if net.cond_dim else
+                             "the 'av' family needs config.model.cond_dim > 0 (the visual feature dimension)")
+        return self.model_class(net=net, parameterization=parameterization, sde=OUVESDE(**dict(config.sde)))
 
     def model_from_dict(self, d: dict) -> ScoreModel:
-        return ScoreModel.from_dict(d)
+        return self.model_class.from_dict(d)
 
     def validate_config(self, config, model) -> None:
         if int(config.training.sample_every) > 0 and int(config.sampling.num_frames) % model.net.frame_multiple:

@@ -60,21 +60,22 @@ class ScoreModel:
         """Shapes/dtypes of the variables, without allocating them."""
         return jax.eval_shape(lambda k: self.init(k, num_bins), jax.random.PRNGKey(0))
 
-    def apply_net(self, variables, x, t, cond=None):
+    def apply_net(self, variables, x, t, cond=None, cond_mask=None):
         return self.module.apply({"params": variables["params"], "constants": variables["constants"]}, x, t,
-                                 None, cond)
+                                 None, cond, cond_mask)
 
-    def score(self, variables, x, t, cond=None):
+    def score(self, variables, x, t, cond=None, cond_mask=None):
         """Score of the perturbed prior at time t: ``x`` complex (B, F, T), ``t`` (B,) -> complex (B, F, T).
-        ``cond`` (B, T_v, D): the conditioning frames of an audio-visual prior (``net.cond_dim`` = D)."""
-        out = self.apply_net(variables, x, t, cond)
+        ``cond`` (B, T_v, D): the conditioning frames of an audio-visual prior (``net.cond_dim`` = D);
+        ``cond_mask`` (B, T_v) bool: which of them are real (default all)."""
+        out = self.apply_net(variables, x, t, cond, cond_mask)
         if self.parameterization == "udiffse":
             return -out
         return -out / expand_t(self.sde.std(t), out)
 
-    def score_fn(self, variables, cond=None):
+    def score_fn(self, variables, cond=None, cond_mask=None):
         """Closure ``(x, t) -> score`` for the samplers (an audio-visual prior: given its ``cond``)."""
-        return lambda x, t: self.score(variables, x, t, cond)
+        return lambda x, t: self.score(variables, x, t, cond, cond_mask)
 
     @property
     def frame_multiple(self) -> int:

@@ -261,7 +261,7 @@ class _CrossAttention(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, q_in, v):
+    def __call__(self, q_in, v, v_mask=None):
         d_model, d_cond = q_in.shape[-1], v.shape[-1]
 
         def dense(n, fan_in, name, bias=False):
@@ -274,6 +274,8 @@ class _CrossAttention(nn.Module):
         logits = jnp.einsum("bctd,bsd->bcts", q, k).astype(jnp.float32)
         if self.scaled:
             logits = logits * (self.d_head ** -0.5)
+        if v_mask is not None:  # padding frames of a batch (the reference runs one unpadded stream)
+            logits = jnp.where(v_mask[:, None, None, :], logits, -1e30)
         a = jax.nn.softmax(logits, axis=-1).astype(val.dtype)
         o = jnp.einsum("bcts,bsd->bctd", a, val)
         return dense(d_model, self.d_head, "to_out", bias=True)(o)
@@ -284,7 +286,8 @@ class CrossAttnBlockLight(nn.Module):
 
     Each time frame's frequency vector (length F' of the current level) is one query token, the channels
     act as a batch axis (weights shared over them); keys and values come from the conditioning frames
-    ``v`` (B, T_v, d_cond). ``h`` is (B, F', T', C) (this package's layout).
+    ``v`` (B, T_v, d_cond); ``v_mask`` (B, T_v) bool, optional, marks the real frames of a padded batch
+    (the others get no attention). ``h`` is (B, F', T', C) (this package's layout).
     """
 
     d_head: int = 0  # 0: d_model (= F')
@@ -293,10 +296,10 @@ class CrossAttnBlockLight(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, h, v):
+    def __call__(self, h, v, v_mask=None):
         xp = jnp.transpose(h, (0, 3, 2, 1))  # (B, C, T', F')
         o = _CrossAttention(self.d_head or h.shape[1], self.scaled, self.dtype, name="cross_attention")(
-            xp.astype(self.dtype), v.astype(self.dtype))
+            xp.astype(self.dtype), v.astype(self.dtype), v_mask)
         o = jnp.transpose(o, (0, 3, 2, 1))  # (B, F', T', C)
         return h + _GroupNorm(self.group_cap, name="groupnorm")(o).astype(h.dtype)
 
@@ -311,7 +314,7 @@ class NCSNpp(nn.Module):
     config: NCSNppConfig
 
     @nn.compact
-    def __call__(self, x, t, y=None, cond=None):
+    def __call__(self, x, t, y=None, cond=None, cond_mask=None):
         cfg = self.config
         dtype = jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
         b, f, n_frames = x.shape
@@ -359,7 +362,7 @@ class NCSNpp(nn.Module):
         def fuse(h, d_head=0):  # cross-attention to the conditioning frames (audio-visual prior only)
             if cond is None:
                 return h
-            return CrossAttnBlockLight(d_head, cfg.xattn_scaled, cfg.group_cap, dtype, name=name())(h, cond)
+            return CrossAttnBlockLight(d_head, cfg.xattn_scaled, cfg.group_cap, dtype, name=name())(h, cond, cond_mask)
 
         parts = [x] if y is None else [x, y]
         x2 = jnp.stack([p for z in parts for p in (jnp.real(z), jnp.imag(z))], axis=-1).astype(jnp.float32)

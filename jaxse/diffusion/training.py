@@ -24,18 +24,19 @@ from jaxse.spectral import SpecConfig, wave_to_spec
 from jaxse.training import ema_decay_at, ema_update
 
 
-def dsm_loss(model: ScoreModel, variables, x0, key):
+def dsm_loss(model: ScoreModel, variables, x0, key, cond=None):
     """Denoising score matching loss of the reference (σ²-weighted): ``(loss, per_example)``.
 
     ``x0`` complex ``(B, F, T)``; ``key`` gives ``t ~ U(t_eps, T)`` (one per example) and the complex noise.
-    ``per_example = 0.5·Σ_{F,T}|σ(t)·score(x_t, t) + z|²`` and ``loss`` is its batch mean.
+    ``per_example = 0.5·Σ_{F,T}|σ(t)·score(x_t, t) + z|²`` and ``loss`` is its batch mean. ``cond``: the
+    conditioning frames (B, T_v, D) of an audio-visual prior.
     """
     sde = model.sde
     rdt = jnp.float64 if x0.dtype == jnp.complex128 else jnp.float32
     k_t, k_z = jax.random.split(key)
     t = jax.random.uniform(k_t, (x0.shape[0],), rdt, minval=sde.t_eps, maxval=sde.T)
     x_t, z, std = sde.perturb(k_z, x0, t)
-    score = model.score(variables, x_t, t)
+    score = model.score(variables, x_t, t, cond)
     err = score * expand_t(std, score) + z
     per_example = 0.5 * jnp.sum(jnp.real(err) ** 2 + jnp.imag(err) ** 2, axis=tuple(range(1, err.ndim)))
     return jnp.mean(per_example), per_example
@@ -43,7 +44,8 @@ def dsm_loss(model: ScoreModel, variables, x0, key):
 
 def train_step(state, batch, *, model: ScoreModel, spec: SpecConfig, tx: optax.GradientTransformation,
                ema_decay: float):
-    """One optimizer step on ``batch["waves"]`` (peak-normalised crops ``(B, L)``): ``(new_state, metrics)``.
+    """One optimizer step on ``batch["waves"]`` (peak-normalised crops ``(B, L)``; and ``batch["visual"]``, the
+    aligned visual features ``(B, K, D)``, for an audio-visual prior): ``(new_state, metrics)``.
 
     The draws of step ``s`` use ``fold_in(state.key, s)``.
     """
@@ -51,7 +53,7 @@ def train_step(state, batch, *, model: ScoreModel, spec: SpecConfig, tx: optax.G
     x0 = wave_to_spec(batch["waves"], spec)
 
     def loss_fn(params):
-        loss, _ = dsm_loss(model, {"params": params, "constants": state.constants}, x0, key)
+        loss, _ = dsm_loss(model, {"params": params, "constants": state.constants}, x0, key, batch.get("visual"))
         return loss
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
@@ -66,5 +68,5 @@ def train_step(state, batch, *, model: ScoreModel, spec: SpecConfig, tx: optax.G
 
 def eval_step(variables, batch, key, *, model: ScoreModel, spec: SpecConfig) -> dict:
     """``{"loss": mean DSM loss}`` of ``variables`` on ``batch["waves"]``, the draws fixed by ``key``."""
-    loss, _ = dsm_loss(model, variables, wave_to_spec(batch["waves"], spec), key)
+    loss, _ = dsm_loss(model, variables, wave_to_spec(batch["waves"], spec), key, batch.get("visual"))
     return {"loss": loss}

@@ -1,0 +1,112 @@
+"""Visual features beside the audio: one ``.npy`` array ``(T_v, D)`` per utterance at ``fps`` frames per second
+(25 for lip videos), in a tree that mirrors the audio tree (``AUDIO_ROOT/a/b.flac`` <-> ``VISUAL_ROOT/a/b.npy``).
+
+Training crops are aligned as the reference does: an audio crop starting at sample ``s`` of ``n`` samples takes
+the video frames from ``floor(s / sr · fps)``, ``floor(n / sr · fps)`` of them (51 for the 32,640 samples of a
+256-frame crop at 16 kHz, hop 128); frames past the end of a feature file are zeros (the reference instead
+redraws the crop, up to 5 times).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from jaxse.data import CleanSpeechDataset, split_roots
+
+FEATURE_SUFFIX = ".npy"
+
+
+def feature_path(visual_root, audio_root, audio_file) -> Path:
+    """The feature file of ``audio_file`` (under ``audio_root``): the same relative path under ``visual_root``,
+    with the suffix ``.npy``."""
+    rel = Path(audio_file).relative_to(audio_root) if Path(audio_root).is_dir() else Path(Path(audio_file).name)
+    return Path(visual_root) / rel.with_suffix(FEATURE_SUFFIX)
+
+
+def load_features(path, dim: int | None = None) -> np.ndarray:
+    """A feature file as float32 ``(T_v, D)``; ``ValueError`` (one line) if missing, malformed or of another
+    dimension than ``dim``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no visual features {path}")
+    try:
+        v = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise ValueError(f"unreadable visual features {path} ({' '.join(str(exc).split())[:200]})") from None
+    if v.ndim != 2 or v.shape[0] < 1:
+        raise ValueError(f"visual features {path}: expected an array (frames, dim), got shape {v.shape}")
+    if dim is not None and v.shape[1] != dim:
+        raise ValueError(f"visual features {path}: dimension {v.shape[1]}, the model takes {dim}")
+    return np.asarray(v, np.float32)
+
+
+def crop_frames_of(start: int, length: int, sample_rate: int, fps: float) -> tuple[int, int]:
+    """``(first, count)`` video frames of an audio crop: the reference's ``int(start / sr · fps)`` and
+    ``int(length / sr · fps)``."""
+    return int(start / sample_rate * fps), int(length / sample_rate * fps)
+
+
+class AVSpeechDataset(CleanSpeechDataset):
+    """Clean speech with its visual features: batches ``{"waves": (B, L), "visual": (B, K, D)}``.
+
+    ``visual_root``: one folder per audio root (comma-separated like the roots), mirroring it. Every audio file
+    needs its feature file of dimension ``dim`` (checked when the data set is built: ``ValueError`` naming the
+    first missing or bad one and how many there are).
+    """
+
+    def __init__(self, root, visual_root, dim: int, fps: float = 25.0, **kwargs):
+        super().__init__(root, **kwargs)
+        vroots = split_roots(visual_root)
+        if len(vroots) != len(self.roots):
+            raise ValueError(f"data.visual_dir names {len(vroots)} folder(s) for {len(self.roots)} audio folder(s) "
+                             "(one per audio folder, comma-separated, in the same order)")
+        self.visual_roots, self.dim, self.fps = vroots, int(dim), float(fps)
+        paths, bad = [], []
+        for f in self._files:
+            root_i = next(i for i, r in enumerate(self.roots) if Path(r) == Path(f) or Path(r) in Path(f).parents)
+            p = feature_path(vroots[root_i], self.roots[root_i], f)
+            paths.append(p)
+            try:
+                shape = np.load(p, mmap_mode="r", allow_pickle=False).shape
+                if len(shape) != 2 or shape[1] != self.dim:
+                    bad.append(f"{p}: shape {shape}, expected (frames, {self.dim})")
+            except Exception:
+                bad.append(f"{p}: missing or unreadable")
+        if bad:
+            raise ValueError(f"{len(bad)} of {len(paths)} visual feature files are missing or bad, e.g. {bad[0]}")
+        self._feature_paths = paths
+        self._vcache: dict[int, np.ndarray] = {}
+
+    @property
+    def visual_frames(self) -> int:
+        return crop_frames_of(0, self.crop_length, self.sample_rate, self.fps)[1]
+
+    def features(self, index: int) -> np.ndarray:
+        index = int(index)
+        if index not in self._vcache:
+            self._vcache[index] = load_features(self._feature_paths[index], self.dim)
+        return self._vcache[index]
+
+    def visual_crop(self, index: int, start: int) -> np.ndarray:
+        first, count = crop_frames_of(start, self.crop_length, self.sample_rate, self.fps)
+        v = self.features(index)[first:first + count]
+        if v.shape[0] < count:
+            v = np.concatenate([v, np.zeros((count - v.shape[0], self.dim), np.float32)])
+        return v
+
+    def _rows(self, plan) -> dict:
+        return {"waves": np.stack([self.crop(i, s) for i, s in plan]).astype(np.float32, copy=False),
+                "visual": np.stack([self.visual_crop(i, s) for i, s in plan]).astype(np.float32, copy=False)}
+
+    def train_batch(self, seed: int, step: int, global_batch_size: int, process_index: int = 0,
+                    process_count: int = 1) -> dict:
+        from jaxse.data import _shard_bounds
+
+        lo, hi = _shard_bounds(global_batch_size, process_index, process_count)
+        return self._rows(self.global_batch_plan(seed, step, global_batch_size)[lo:hi])
+
+    def _iter_valid(self, plan, batch_size: int, n_batches: int, lo: int, hi: int):
+        for b in range(n_batches):
+            yield self._rows(plan[b * batch_size + lo:b * batch_size + hi])
