@@ -42,7 +42,8 @@ on its own), or with ``--coordinator_address=HOST:PORT --num_processes=N --proce
 files, balanced by duration and the same on every rerun, on its own devices, and logs to
 ``LOG.parts/process-I-of-N.csv``; as each process ends, the parts' new rows are appended to the one log
 (``python -m jaxse.multihost OUTDIR`` does the same by hand). Outputs are bit-identical to a one-process run
-(on CPU, and with ``--row-by-row`` on accelerators): see :mod:`jaxse.multihost`.
+on the same kind of machine and CPU thread count (on CPU, and with ``--row-by-row`` on accelerators): see
+:mod:`jaxse.multihost`.
 
 ``av-udiffse`` / ``av-udiffse+``: UDiffSE / UDiffSE+ with an audio-visual prior (``--checkpoint`` of the ``av``
 family, required) and ``--visual FEATURE_DIR``: each input's visual features, a ``.npy`` array ``(frames, dim)``

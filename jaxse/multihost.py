@@ -7,7 +7,9 @@ by duration and are the same in every process and on every rerun. A process enha
 own devices (the usual batching and ``shard_map`` over them), skipping outputs that exist, so a killed process
 rerun with the same flags finishes only what it had left. Per-utterance noise keys come from the seed and
 the file's relative path, and on CPU each row is computed on its own (:class:`jaxse.enhance.Enhancer`'s
-``row_by_row``), so the outputs are bit-identical to those of a one-process run.
+``row_by_row``), so the outputs are bit-identical to those of a one-process run on the same kind of machine.
+That includes the CPU threads per process: XLA:CPU splits some sums by thread count, so a process pinned to
+one core and one with two differ in the last bit (1 LSB of 16-bit PCM on some samples, measured).
 
 Each process appends its rows to its own part of the log, ``LOG.parts/process-I-of-N.csv`` next to the
 log ``LOG`` (default ``OUTDIR/enhance_log.csv``); when it finishes, it appends to ``LOG`` every part's rows
