@@ -1,9 +1,10 @@
-"""The rest of the RVAE recipe for the shipped RVAE: warm start at its epoch 56, more speech, up to 300 epochs.
+"""The rest of the RVAE recipe for the shipped RVAE: warm start from the shipped epoch, more speech, up to 300 epochs.
 
-The RVAE shipped in ``jaxse/assets/rvae`` stopped at epoch 56 of the 300-epoch recipe of ``configs/rvae.py``
-with its validation loss still falling. This config continues it instead of starting again: its weights
-(``training.init_from``), a fresh Adam with a 100-step learning-rate warm-up, the step counter at epoch 56
-of this data set (the KL warm-up, counted in epochs, is over), and clean speech of ``train`` and
+The RVAE first shipped in ``jaxse/assets/rvae`` stopped at epoch 56 of the 300-epoch recipe of ``configs/rvae.py``
+with its validation loss still falling; this config took it on to epoch 95 and then 172, the RVAE shipped since,
+and continues from whatever is shipped: its weights (``training.init_from``), a fresh Adam with a 100-step
+learning-rate warm-up, the step counter at its epoch of this data set (the KL warm-up, counted in epochs, is
+over), and clean speech of ``train`` and
 ``train_extra`` (2.3 h after trimming silence, 9,261 sequences of 50 frames, 73 steps per epoch). Everything
 else is the reference recipe (early stopping after 30 epochs without improvement, the best checkpoint kept).
 Every new best is exported to ``training.export_dir``::

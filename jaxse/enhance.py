@@ -1103,7 +1103,7 @@ def _engine(method: str, checkpoint, seed: int, config: dict | None, batch_size:
 
 def enhance_audio(audio, sample_rate: int | None = None, method: str = "udiffse+", checkpoint=None, seed: int = 0, *,
                   config: dict | None = None, batch_size: int = 1, chunk_frames: int = 1024,
-                  dtype: str | None = None) -> np.ndarray:
+                  dtype: str | None = None, visual=None) -> np.ndarray:
     """Enhance one recording and return it: float32, at its own sample rate and length (mono).
 
     Also callable as ``jaxse.enhance(...)`` (the module is callable). ``audio``: a path (any format libsndfile
@@ -1114,8 +1114,10 @@ def enhance_audio(audio, sample_rate: int | None = None, method: str = "udiffse+
     compiled programs) is kept between calls with the same settings, so only the first call of a shape bucket
     compiles. ``dtype="bfloat16"``: the network's compute dtype (diffusion and SGMSE+ networks; for
     accelerators). The result for a file equals ``enhance.py FILE`` with the same ``--seed`` (the noise key comes
-    from the seed and the file name; arrays use the name ``"audio"``). Errors: ``ValueError`` (bad input or
-    settings), :class:`jaxse.audio.AudioError` (unreadable file), :class:`CheckpointError`.
+    from the seed and the file name; arrays use the name ``"audio"``). ``visual``: the visual features of an
+    audio-visual method (``av-udiffse``, ``av-udiffse+``), an array ``(frames, dim)`` at 25 fps or a ``.npy``
+    path. Errors: ``ValueError`` (bad input or settings, ``visual`` missing or given to another method),
+    :class:`jaxse.audio.AudioError` (unreadable file), :class:`CheckpointError`.
     """
     if isinstance(audio, (str, Path)) or hasattr(audio, "__fspath__"):
         a = read_audio(audio)
@@ -1135,10 +1137,25 @@ def enhance_audio(audio, sample_rate: int | None = None, method: str = "udiffse+
         sr, uid = int(sample_rate), "audio"
         if sr <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    audio_visual = registry.method(method).conditioning is not None
+    if audio_visual != (visual is not None):
+        raise ValueError(f"{method} needs visual= (the features of the recording)" if audio_visual
+                         else f"visual= is for the audio-visual methods, not {method}")
     engine = _engine(method, checkpoint, seed, config, batch_size, chunk_frames, dtype)
     rate = int(engine.spec.sample_rate)
     x = wave if sr == rate else resample(wave, sr, rate)
-    y = engine.enhance([x], uids=[uid])[0]
+    if audio_visual:
+        from jaxse.av.data import load_features
+
+        cond = (load_features(visual, engine.backend.conditioning.dim) if isinstance(visual, (str, Path))
+                else np.asarray(visual, np.float32))
+        res = engine.stream([(uid, x, None, cond)])
+        out = [r for r in res]
+        if out[0].error:
+            raise ValueError(out[0].error)
+        y = out[0].wave
+    else:
+        y = engine.enhance([x], uids=[uid])[0]
     if sr != rate:
         y = resample(y, rate, sr)
     return _fit_length(y, wave.shape[0])

@@ -212,3 +212,23 @@ def test_av_usage_errors_are_one_line(case, noisy_tree, av_checkpoint, tiny_chec
               "audio_ckpt_av_method": "it is audio-only: use --method udiffse or udiffse+"}[case]
     assert expect in lines[0], lines[0]
     assert not out.exists()
+
+
+def test_python_api_takes_the_visual_features(noisy_tree, av_checkpoint, fast_compile):
+    import jaxse
+
+    cfg = {"num_steps": 2, "num_samples": 1, "corrector": "none"}
+    path = noisy_tree / "noisy" / "a.wav"
+    y = jaxse.enhance(path, method="av-udiffse+", checkpoint=av_checkpoint, config=cfg,
+                      visual=noisy_tree / "visual" / "a.npy")
+    assert y.shape == (14000,) and np.isfinite(y).all()
+    same = jaxse.enhance(path, method="av-udiffse+", checkpoint=av_checkpoint, config=cfg,
+                         visual=np.load(noisy_tree / "visual" / "a.npy"))
+    np.testing.assert_array_equal(y, same)
+    with pytest.raises(ValueError, match="needs visual="):
+        jaxse.enhance(path, method="av-udiffse+", checkpoint=av_checkpoint, config=cfg)
+    with pytest.raises(ValueError, match="visual= is for the audio-visual methods"):
+        jaxse.enhance(path, method="udiffse+", visual=np.zeros((10, DIM)))
+    with pytest.raises(ValueError, match="s of frames for"):
+        jaxse.enhance(path, method="av-udiffse+", checkpoint=av_checkpoint, config=cfg,
+                      visual=np.zeros((200, DIM), np.float32))
