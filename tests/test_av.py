@@ -94,3 +94,17 @@ def test_av_network_needs_its_conditioning_and_audio_only_refuses_it(fast_compil
     # 2 fusion blocks per level boundary + bottleneck + decoder levels: 1 + 1 + 1 + 2 = 5 blocks
     names = [k for k in var_av["params"] if "cross_attention" in var_av["params"][k]]
     assert len(names) == 5
+
+
+def test_reference_av_layout_is_recognised_and_imported(golden, tmp_path, fast_compile):
+    from jaxse.av.models import AVScoreModel
+
+    state = convert.load_npz_state_dict_from(golden)
+    state["param/feature_extractor.proj.weight"] = np.zeros((3, 3), np.float32)  # the reference's extractor: dropped
+    np.savez(tmp_path / "av.npz", **state)
+    model, variables = convert.import_reference(tmp_path / "av.npz")
+    assert isinstance(model, AVScoreModel) and model.net.cond_dim == 768 and model.net.xattn_first_d_head == 128
+    assert model.net == AV_SMALL.net and model.parameterization == AV_SMALL.parameterization
+    x = jnp.asarray(cplx(golden, "x", squeeze_channel=True), jnp.complex64)
+    out = jax.jit(model.apply_net)(variables, x, jnp.asarray(golden["t"]), jnp.asarray(golden["vfeat"]))
+    assert rel_err(out, cplx(golden, "dnn_out_f64", squeeze_channel=True)) < 1e-4

@@ -59,9 +59,17 @@ def load_av_prior(checkpoint):
     if found is not None and found != "av":
         hint = " (it is audio-only: use --method udiffse or udiffse+, without --visual)" if found == "ncsnpp" else ""
         raise CheckpointError(f"{path}: a checkpoint of the {found!r} family, not an audio-visual prior{hint}")
-    if path.is_file():
-        raise CheckpointError(f"{path}: reference audio-visual checkpoints are not imported; train one with "
-                              "train.py (configs/av_udiffse_28m.py) or pass a train.py workdir/export")
+    if path.is_file():  # a reference .ckpt / .npz state_dict
+        from jaxse.diffusion.convert import import_reference
+
+        try:
+            model, variables = import_reference(path)
+        except Exception as exc:
+            raise CheckpointError(f"{path}: could not import ({' '.join(str(exc).split())[:300]})") from exc
+        if model.family != "av":
+            raise CheckpointError(f"{path}: a reference model of the {model.family!r} family, not an audio-visual "
+                                  "prior")
+        return model, variables, SpecConfig()
     try:
         from jaxse.training import load_checkpoint
 

@@ -166,6 +166,8 @@ def import_reference(path, model: ScoreModel | None = None, use_ema: bool = True
         raise ConversionError(f"{path}: expected a .ckpt (PyTorch Lightning) or .npz state_dict")
     if model is None:
         model = infer_reference_model(state)
+    if getattr(model, "family", None) == "av":  # the frozen lip-feature extractor: features are precomputed here
+        state = {k: v for k, v in state.items() if not re.match(r"(dnn\.|param/)?feature_extractor\.", k)}
     return model, state_dict_to_variables(model, state)
 
 
@@ -176,7 +178,10 @@ def infer_reference_model(state: Mapping[str, np.ndarray]):
       (:class:`ScoreModel`), the 65M UDiffSE layout (output divided by t) or NCSN++M (noise parameterisation);
     * a time embedding and 4 input channels (x_t and the noisy y): SGMSE+'s conditional score model
       (:class:`jaxse.sgmse.models.ConditionalScoreModel`, 65M layout, output divided by t);
-    * no time embedding, 2 input channels: the supervised baseline (:class:`jaxse.sgmse.models.PredictiveModel`).
+    * no time embedding, 2 input channels: the supervised baseline (:class:`jaxse.sgmse.models.PredictiveModel`);
+    * NCSN++M with cross-attention blocks (``*.cross_attention.*``): the audio-visual prior
+      (:class:`jaxse.av.models.AVScoreModel`; the feature dimension and the first block's head size are read
+      from the shapes).
 
     ``nf`` is read from the input convolution, so any width is recognised.
     """
@@ -195,6 +200,17 @@ def infer_reference_model(state: Mapping[str, np.ndarray]):
     n_modules = 1 + max(indices) - (3 if timed else 0)
     big = dict(nf=nf)
     small = dict(nf=nf, ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=())
+    xattn = sorted({int(m.group(1)) for k in state if (m := re.match(r"all_modules\.(\d+)\.cross_attention\.", k))})
+    if timed and in_ch == 2 and xattn and n_modules - len(xattn) == 33:
+        from jaxse.av.models import AVScoreModel
+
+        first = xattn[0]
+        cond_dim = int(np.shape(state[f"all_modules.{first}.cross_attention.to_k.weight"])[1])
+        d_head = int(np.shape(state[f"all_modules.{first}.cross_attention.to_q.weight"])[0])
+        d_model = int(np.shape(state[f"all_modules.{first}.cross_attention.to_q.weight"])[1])
+        return AVScoreModel(net=NCSNppConfig(**small, output_scaling="none", cond_dim=cond_dim,
+                                             xattn_first_d_head=0 if d_head == d_model else d_head),
+                            parameterization="noise")
     if timed and in_ch == 2 and n_modules in (74, 33):
         if n_modules == 74:
             return ScoreModel(net=NCSNppConfig(**big), parameterization="udiffse")
