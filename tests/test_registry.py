@@ -22,13 +22,15 @@ RVAE = registry.ASSETS / "rvae"
 
 def test_every_method_of_each_family_is_registered_once():
     assert registry.METHODS == (tuple(udiffse.METHODS) + tuple("rvae-" + m for m in rvae_posterior.METHODS)
-                                + ("sgmse+", "supervised"))
+                                + ("sgmse+", "supervised", "av-udiffse", "av-udiffse+"))
     for name in registry.METHODS:
         m = registry.method(name)
         assert m.family in registry.family_names()
         assert make_config(name).method == m.settings_method  # the settings name the method
         assert config_class(name) is type(make_config(name))
     assert registry.methods_of("rvae") == tuple("rvae-" + m for m in rvae_posterior.METHODS)
+    assert registry.methods_of("av") == ("av-udiffse", "av-udiffse+")
+    assert registry.method("av-udiffse+").conditioning and make_config("av-udiffse+").method == "udiffse+"
     assert registry.method_named_by("rvae", "ldem") == "rvae-ldem"
     with pytest.raises(registry.RegistryError):
         registry.method_named_by("rvae", "udiffse")
