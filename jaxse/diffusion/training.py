@@ -36,7 +36,7 @@ def dsm_loss(model: ScoreModel, variables, x0, key, cond=None):
     k_t, k_z = jax.random.split(key)
     t = jax.random.uniform(k_t, (x0.shape[0],), rdt, minval=sde.t_eps, maxval=sde.T)
     x_t, z, std = sde.perturb(k_z, x0, t)
-    score = model.score(variables, x_t, t, cond)
+    score = model.score(variables, x_t, t) if cond is None else model.score(variables, x_t, t, cond)
     err = score * expand_t(std, score) + z
     per_example = 0.5 * jnp.sum(jnp.real(err) ** 2 + jnp.imag(err) ** 2, axis=tuple(range(1, err.ndim)))
     return jnp.mean(per_example), per_example
