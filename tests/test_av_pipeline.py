@@ -175,6 +175,7 @@ def _rows(path: Path) -> dict:
         return {r["file"]: r for r in csv.DictReader(fh)}
 
 
+@pytest.mark.slow
 def test_enhance_av_with_visual_features_and_per_file_errors(noisy_tree, av_checkpoint, tmp_path):
     out = tmp_path / "out"
     p = run_cli(noisy_tree / "noisy", "-o", out, "--method", "av-udiffse+", "--checkpoint", av_checkpoint,
@@ -192,6 +193,7 @@ def test_enhance_av_with_visual_features_and_per_file_errors(noisy_tree, av_chec
     assert sorted(f.name for f in out.iterdir()) == ["a.wav", "b.wav", "enhance_log.csv"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["no_visual", "visual_for_audio_method", "av_ckpt_audio_method",
                                   "audio_ckpt_av_method"])
 def test_av_usage_errors_are_one_line(case, noisy_tree, av_checkpoint, tiny_checkpoint, tmp_path):
