@@ -7,7 +7,6 @@ import dataclasses
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 
 from jaxse import parallel, registry
 from jaxse.diffusion.udiffse import PosteriorConfig, posterior_mean
