@@ -19,6 +19,10 @@ def get_config():
     config.model.cond_dim = 32
     config.model.xattn_scaled = False
     config.model.xattn_first_d_head = 128
+    # The fusion blocks start as the identity (GroupNorm scale 0; the reference initialises it at 1). With the
+    # reference initialisation this small prior reached a validation loss of 4818 after 500 steps, against 1186
+    # for its audio-only control: each block's unit-variance output swamps the audio features at the start.
+    config.model.xattn_zero_init = True
     config.data.visual_dir = os.path.join("runs", "synthetic_visual", "train")
     config.data.valid_visual_dir = os.path.join("runs", "synthetic_visual", "valid")
     config.data.visual_fps = 25.0

@@ -110,3 +110,13 @@ def test_reference_av_layout_is_recognised_and_imported(golden, tmp_path, fast_c
     x = jnp.asarray(cplx(golden, "x", squeeze_channel=True), jnp.complex64)
     out = jax.jit(model.apply_net)(variables, x, jnp.asarray(golden["t"]), jnp.asarray(golden["vfeat"]))
     assert rel_err(out, cplx(golden, "dnn_out_f64", squeeze_channel=True)) < 1e-4
+
+
+def test_zero_initialised_fusion_blocks_start_as_the_identity(fast_compile):
+    h = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 8, 8))
+    v = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 12))
+    block = CrossAttnBlockLight(d_head=4, zero_init=True)
+    params = block.init(jax.random.PRNGKey(2), h, v)
+    np.testing.assert_array_equal(np.asarray(block.apply(params, h, v)), np.asarray(h))
+    reference_init = CrossAttnBlockLight(d_head=4)
+    assert not np.allclose(reference_init.apply(reference_init.init(jax.random.PRNGKey(2), h, v), h, v), h)
