@@ -132,21 +132,9 @@ def run_cli(*args):
 
 @pytest.fixture(scope="module")
 def av_checkpoint(tmp_path_factory) -> Path:
-    import optax
+    from tests.conftest import save_random_checkpoint
 
-    from jaxse import training
-
-    workdir = tmp_path_factory.mktemp("avprior")
-    old = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    try:
-        state = training.init_train_state(TINY_AV, optax.adam(1e-3), 0)
-    finally:
-        jax.config.update("jax_disable_most_optimizations", old)
-    with training.checkpoint_manager(workdir) as mngr:
-        training.save_checkpoint(mngr, state, training.checkpoint_metadata({}, TINY_AV, SpecConfig(), 0), step=0)
-        mngr.wait_until_finished()
-    return workdir
+    return save_random_checkpoint(TINY_AV, tmp_path_factory.mktemp("avprior"))
 
 
 @pytest.fixture(scope="module")

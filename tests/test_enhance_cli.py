@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 import soundfile as sf
@@ -35,26 +34,13 @@ def run_cli(*args, timeout=600):
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A randomly initialised tiny NCSN++ saved as a train.py checkpoint (EMA params + metadata)."""
-    import optax
-
-    from jaxse import training
     from jaxse.diffusion.models import ScoreModel
     from jaxse.diffusion.ncsnpp import NCSNppConfig
-    from jaxse.spectral import SpecConfig
+    from tests.conftest import save_random_checkpoint
 
-    workdir = tmp_path_factory.mktemp("prior")
     model = ScoreModel(net=NCSNppConfig(nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
                                         output_scaling="none"), parameterization="noise")
-    old = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)  # the init compiles ~5x faster
-    try:
-        state = training.init_train_state(model, optax.adam(1e-3), 0)
-    finally:
-        jax.config.update("jax_disable_most_optimizations", old)
-    with training.checkpoint_manager(workdir) as mngr:
-        training.save_checkpoint(mngr, state, training.checkpoint_metadata({}, model, SpecConfig(), 0), step=0)
-        mngr.wait_until_finished()
-    return workdir
+    return save_random_checkpoint(model, tmp_path_factory.mktemp("prior"))
 
 
 def _mix(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
