@@ -385,7 +385,7 @@ class CleanSpeechDataset:
         """
         lo, hi = _shard_bounds(global_batch_size, process_index, process_count)
         plan = self.global_batch_plan(seed, step, global_batch_size)[lo:hi]
-        return np.stack([self.crop(i, s) for i, s in plan]).astype(np.float32, copy=False)
+        return self._rows(plan)
 
     # ------------------------------------------------------------------ validation
 
@@ -439,7 +439,12 @@ class CleanSpeechDataset:
     def _iter_valid(self, plan, batch_size: int, n_batches: int, lo: int, hi: int) -> Iterator[np.ndarray]:
         for b in range(n_batches):
             rows = plan[b * batch_size + lo:b * batch_size + hi]
-            yield np.stack([self.crop(i, s) for i, s in rows]).astype(np.float32, copy=False)
+            yield self._rows(rows)
+
+    def _rows(self, plan):
+        """The batch of the ``(file_index, start)`` rows of ``plan``: peak-normalised crops ``(B, crop_length)``
+        (a data set with more per row, e.g. :class:`jaxse.av.data.AVSpeechDataset`, returns a dict)."""
+        return np.stack([self.crop(i, s) for i, s in plan]).astype(np.float32, copy=False)
 
 
 def _shard_bounds(global_batch_size: int, process_index: int, process_count: int) -> tuple[int, int]:

@@ -514,17 +514,20 @@ class Enhancer:
             yield from self.submit(*it)
         yield from self.flush()
 
-    def enhance(self, waves: Sequence[np.ndarray], uids: Sequence[str] | None = None) -> list[np.ndarray]:
+    def enhance(self, waves: Sequence[np.ndarray], uids: Sequence[str] | None = None,
+                conds: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
         """Enhance waveforms (any lengths) together; returns them in order. Raises ``ValueError`` on bad input.
 
         ``uids`` identify the inputs for the keys (default ``"0", "1", ...``): give stable names to make each
-        result independent of what else is in the call.
+        result independent of what else is in the call. ``conds``: each input's conditioning stream, for a
+        backend with a :class:`Conditioning`.
         """
         uids = [str(i) for i in range(len(waves))] if uids is None else [str(u) for u in uids]
         if len(set(uids)) != len(uids):
             raise ValueError("uids must be unique")
         out: list[np.ndarray | None] = [None] * len(waves)
-        for res in self.stream((u, w, i) for i, (u, w) in enumerate(zip(uids, waves))):
+        extra = [()] * len(waves) if conds is None else [(c,) for c in conds]
+        for res in self.stream((u, w, i, *e) for i, (u, w, e) in enumerate(zip(uids, waves, extra))):
             if res.error:
                 raise ValueError(f"input {res.uid!r}: {res.error}")
             out[res.payload] = res.wave
@@ -1144,18 +1147,13 @@ def enhance_audio(audio, sample_rate: int | None = None, method: str = "udiffse+
     engine = _engine(method, checkpoint, seed, config, batch_size, chunk_frames, dtype)
     rate = int(engine.spec.sample_rate)
     x = wave if sr == rate else resample(wave, sr, rate)
+    conds = None
     if audio_visual:
         from jaxse.av.data import load_features
 
-        cond = (load_features(visual, engine.backend.conditioning.dim) if isinstance(visual, (str, Path))
-                else np.asarray(visual, np.float32))
-        res = engine.stream([(uid, x, None, cond)])
-        out = [r for r in res]
-        if out[0].error:
-            raise ValueError(out[0].error)
-        y = out[0].wave
-    else:
-        y = engine.enhance([x], uids=[uid])[0]
+        conds = [load_features(visual, engine.backend.conditioning.dim) if isinstance(visual, (str, Path))
+                 else np.asarray(visual, np.float32)]
+    y = engine.enhance([x], uids=[uid], conds=conds)[0]
     if sr != rate:
         y = resample(y, rate, sr)
     return _fit_length(y, wave.shape[0])

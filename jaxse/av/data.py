@@ -97,16 +97,5 @@ class AVSpeechDataset(CleanSpeechDataset):
         return v
 
     def _rows(self, plan) -> dict:
-        return {"waves": np.stack([self.crop(i, s) for i, s in plan]).astype(np.float32, copy=False),
+        return {"waves": super()._rows(plan),
                 "visual": np.stack([self.visual_crop(i, s) for i, s in plan]).astype(np.float32, copy=False)}
-
-    def train_batch(self, seed: int, step: int, global_batch_size: int, process_index: int = 0,
-                    process_count: int = 1) -> dict:
-        from jaxse.data import _shard_bounds
-
-        lo, hi = _shard_bounds(global_batch_size, process_index, process_count)
-        return self._rows(self.global_batch_plan(seed, step, global_batch_size)[lo:hi])
-
-    def _iter_valid(self, plan, batch_size: int, n_batches: int, lo: int, hi: int):
-        for b in range(n_batches):
-            yield self._rows(plan[b * batch_size + lo:b * batch_size + hi])
