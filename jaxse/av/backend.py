@@ -26,20 +26,19 @@ class AVBackend(DiffusionBackend):
         self.name = "av-" + cfg.method
         self.conditioning = Conditioning("visual features", float(fps), int(model.net.cond_dim))
 
-    def posterior(self, variables, key, x, mask, cond=None):
+    def score_fn(self, variables, cond=None):
         if cond is None:
             raise ValueError(f"{self.name} needs the visual features of each row")
         frames, count = cond
         valid = jnp.arange(frames.shape[0]) < count
         model = self.model
 
-        def score_fn(xx, t):
+        def score(xx, t):  # the row's frames for each of its posterior samples
             n = xx.shape[0]
             return model.score(variables, xx, t, jnp.broadcast_to(frames, (n,) + frames.shape),
                                jnp.broadcast_to(valid, (n,) + valid.shape))
 
-        s, _ = self.posterior_fn(key, score_fn, model.sde, self.cfg, x[None], mask[None])
-        return s[0]
+        return score
 
     def describe(self) -> str:
         return (f"{self.name}, {self.cfg.nfe} network evaluations per segment (x{self.cfg.num_samples} samples), "

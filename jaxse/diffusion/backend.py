@@ -46,13 +46,14 @@ class DiffusionBackend(MethodBackend):
     def synthesis(self, spec, lengths, row_length):
         return parallel.batched_wave(spec, lengths, row_length, self.spec)
 
-    def posterior(self, variables, key, x, mask):
+    def score_fn(self, variables, cond=None):
+        """The ``(x, t) -> score`` closure the posterior runs on (``cond``: a row's conditioning, see
+        :class:`jaxse.av.backend.AVBackend`)."""
         model = self.model
+        return lambda xx, t: model.score(variables, xx, t)
 
-        def score_fn(xx, t):
-            return model.score(variables, xx, t)
-
-        s, _ = self.posterior_fn(key, score_fn, model.sde, self.cfg, x[None], mask[None])
+    def posterior(self, variables, key, x, mask, cond=None):
+        s, _ = self.posterior_fn(key, self.score_fn(variables, cond), self.model.sde, self.cfg, x[None], mask[None])
         return s[0]
 
     @property
