@@ -20,8 +20,10 @@ def get_config():
     config.model.cond_dim = 768
     config.model.xattn_scaled = False  # the reference: unscaled logits
     config.model.xattn_first_d_head = 128  # the reference's hard-coded head of the first block
+    config.model.xattn_time_window = 0.0  # the reference: no positions (0.04: a 40 ms Gaussian time window)
     config.data.visual_dir = ""
     config.data.valid_visual_dir = ""
     config.data.visual_fps = 25.0
+    config.data.visual_dropout = 0.0  # the reference (p = 0); > 0 zeroes that share of training rows' features
     config.training.sample_every = 0  # prior samples would need visual features
     return config

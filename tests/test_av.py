@@ -120,3 +120,36 @@ def test_zero_initialised_fusion_blocks_start_as_the_identity(fast_compile):
     np.testing.assert_array_equal(np.asarray(block.apply(params, h, v)), np.asarray(h))
     reference_init = CrossAttnBlockLight(d_head=4)
     assert not np.allclose(reference_init.apply(reference_init.init(jax.random.PRNGKey(2), h, v), h, v), h)
+
+
+def test_time_window_keeps_each_audio_frame_on_the_visual_frames_of_its_time(fast_compile):
+    from jaxse.diffusion.ncsnpp import _CrossAttention
+
+    # A level downsampled by 2: 32 query frames of 16 ms = 0.512 s; 13 visual frames of 40 ms (0.52 s).
+    q = jax.random.normal(jax.random.PRNGKey(0), (1, 4, 32, 16))  # (B, C, T', F')
+    v = jax.random.normal(jax.random.PRNGKey(1), (1, 13, 8))
+    block = CrossAttnBlockLight(d_head=0, scaled=True, time_window=0.04, frame_stride=2)
+    h = jnp.transpose(q, (0, 3, 2, 1))  # (B, F', T', C)
+    params = block.init(jax.random.PRNGKey(2), h, v)
+    attn = _CrossAttention(16, True)
+    attn_params = {"params": params["params"]["cross_attention"]}
+    k = 2
+    t_a = (np.arange(32) * k + (k - 1) / 2) * 0.008
+    t_v = (np.arange(13) + 0.5) * 0.04
+    bias = jnp.asarray(-0.5 * ((t_a[:, None] - t_v[None, :]) / 0.04) ** 2, jnp.float32)
+    out = attn.apply(attn_params, q, v, None, bias)
+    # Perturbing the first visual frame (centre 20 ms) moves the audio frames near 20 ms, not those near 0.5 s.
+    moved = np.abs(np.asarray(attn.apply(attn_params, q, v.at[0, 0].add(3.0), None, bias) - out)).max(axis=(0, 1, 3))
+    near, far = moved[:3].min(), moved[-8:].max()
+    assert near > 1e-2 and far < 1e-6 * near
+    # Without the window every frame sees the change; the window is what the block applies.
+    free = np.abs(np.asarray(attn.apply(attn_params, q, v.at[0, 0].add(3.0)) - attn.apply(attn_params, q, v)))
+    assert free.max(axis=(0, 1, 3))[-8:].min() > 1e-4
+    # The block computes exactly this windowed attention (its cross_attention output, before the GroupNorm).
+    _, inter = block.apply(params, h, v, capture_intermediates=True)
+    np.testing.assert_allclose(np.asarray(inter["intermediates"]["cross_attention"]["__call__"][0]),
+                               np.asarray(out), rtol=1e-5, atol=1e-6)
+    window0 = NCSNppConfig(cond_dim=8)
+    assert window0.xattn_time_window == 0.0  # the reference (no positions) stays the default
+    with pytest.raises(ValueError, match="xattn_time_window"):
+        NCSNppConfig(cond_dim=8, xattn_time_window=-1.0)

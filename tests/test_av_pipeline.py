@@ -222,3 +222,24 @@ def test_python_api_takes_the_visual_features(noisy_tree, av_checkpoint, fast_co
     with pytest.raises(ValueError, match="s of frames for"):
         jaxse.enhance(path, method="av-udiffse+", checkpoint=av_checkpoint, config=cfg,
                       visual=np.zeros((200, DIM), np.float32))
+
+
+def test_visual_dropout_zeroes_a_reproducible_share_of_training_rows(av_tree):
+    ds = AVSpeechDataset(av_tree / "audio", av_tree / "visual", dim=DIM, crop_frames=64, spec=SpecConfig(),
+                         visual_dropout=0.25)
+    rows = [(i, s) for i in range(3) for s in range(0, 4000, 7)]
+    share = np.mean([ds.dropped(i, s) for i, s in rows])
+    assert 0.2 < share < 0.3
+    plans = [ds.global_batch_plan(1, step, 4) for step in range(40)]
+    plan = next(p for p in plans if any(ds.dropped(*r) for r in p) and not all(ds.dropped(*r) for r in p))
+    step = plans.index(plan)
+    batch, again = ds.train_batch(seed=1, step=step, global_batch_size=4), ds.train_batch(seed=1, step=step,
+                                                                                         global_batch_size=4)
+    np.testing.assert_array_equal(batch["visual"], again["visual"])
+    for row, (i, s) in enumerate(plan):
+        want = np.zeros((12, DIM), np.float32) if ds.dropped(i, s) else ds.visual_crop(i, s)
+        np.testing.assert_array_equal(batch["visual"][row], want)
+    plain = AVSpeechDataset(av_tree / "audio", av_tree / "visual", dim=DIM, crop_frames=64, spec=SpecConfig())
+    assert not any(plain.dropped(i, s) for i, s in rows)
+    with pytest.raises(ValueError, match="visual_dropout"):
+        AVSpeechDataset(av_tree / "audio", av_tree / "visual", dim=DIM, spec=SpecConfig(), visual_dropout=1.0)

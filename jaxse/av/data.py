@@ -54,10 +54,17 @@ class AVSpeechDataset(CleanSpeechDataset):
     ``visual_root``: one folder per audio root (comma-separated like the roots), mirroring it. Every audio file
     needs its feature file of dimension ``dim`` (checked when the data set is built: ``ValueError`` naming the
     first missing or bad one and how many there are).
+
+    ``visual_dropout`` p: each row's features are all zeros with probability p (the same rows for the same
+    ``(file, crop start)``: drawn from a generator seeded by them), so that the prior also learns the
+    audio-only score, taken when a user's features are zeros (no face found). 0 (default): never.
     """
 
-    def __init__(self, root, visual_root, dim: int, fps: float = 25.0, **kwargs):
+    def __init__(self, root, visual_root, dim: int, fps: float = 25.0, visual_dropout: float = 0.0, **kwargs):
         super().__init__(root, **kwargs)
+        if not 0.0 <= float(visual_dropout) < 1.0:
+            raise ValueError(f"data.visual_dropout must be in [0, 1), got {visual_dropout}")
+        self.visual_dropout = float(visual_dropout)
         vroots = split_roots(visual_root)
         if len(vroots) != len(self.roots):
             raise ValueError(f"data.visual_dir names {len(vroots)} folder(s) for {len(self.roots)} audio folder(s) "
@@ -96,6 +103,13 @@ class AVSpeechDataset(CleanSpeechDataset):
             v = np.concatenate([v, np.zeros((count - v.shape[0], self.dim), np.float32)])
         return v
 
+    def dropped(self, index: int, start: int) -> bool:
+        """Whether the row ``(index, start)`` gets zero features (``visual_dropout``)."""
+        if self.visual_dropout <= 0:
+            return False
+        return bool(np.random.default_rng([int(index), int(start), 0xA7]).random() < self.visual_dropout)
+
     def _rows(self, plan) -> dict:
-        return {"waves": super()._rows(plan),
-                "visual": np.stack([self.visual_crop(i, s) for i, s in plan]).astype(np.float32, copy=False)}
+        rows = [np.zeros((self.visual_frames, self.dim), np.float32) if self.dropped(i, s) else self.visual_crop(i, s)
+                for i, s in plan]
+        return {"waves": super()._rows(plan), "visual": np.stack(rows).astype(np.float32, copy=False)}

@@ -3,7 +3,8 @@
 Trained like the audio-only prior (denoising score matching on clean speech, EMA, warm start, exports), on
 batches ``{"waves", "visual"}`` of :class:`jaxse.av.data.AVSpeechDataset`. ``config.data.visual_dir`` (and
 ``valid_visual_dir``) hold the feature trees that mirror ``train_dir`` (``valid_dir``), one folder per audio
-folder; ``data.visual_fps`` their frame rate (25). ``config.model.cond_dim`` is the feature dimension (768
+folder; ``data.visual_fps`` their frame rate (25); ``data.visual_dropout`` the probability of zeroing a
+training row's features (0). ``config.model.cond_dim`` is the feature dimension (768
 for AV-HuBERT Base). No prior samples during training (they would need visual features).
 """
 
@@ -27,8 +28,9 @@ class AVFamily(DiffusionFamily):
         if not visual:
             raise ValueError(f"the av family needs data.{'visual_dir' if split == 'train' else 'valid_visual_dir'} "
                              "(visual features mirroring the audio folders)")
+        dropout = float(d.get("visual_dropout", 0.0)) if split == "train" else 0.0  # validation: never
         return AVSpeechDataset(root, visual, dim=int(config.model.cond_dim), fps=float(d.get("visual_fps", 25.0)),
-                               sample_rate=int(d.sample_rate), crop_frames=int(crop_frames), spec=spec)
+                               visual_dropout=dropout, sample_rate=int(d.sample_rate), crop_frames=int(crop_frames), spec=spec)
 
     def validate_config(self, config, model) -> None:
         if int(config.training.sample_every) > 0:

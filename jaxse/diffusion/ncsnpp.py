@@ -68,6 +68,15 @@ class NCSNppConfig:
     # unit-variance signal to the audio features from the first step); True, 0, so that every block starts
     # as the identity and the prior starts as the audio-only network (trains far faster on a small budget).
     xattn_zero_init: bool = False
+    # Temporal alignment of the fusion: 0.0, the reference (no positional information at all: an audio frame
+    # can find "its" visual frames only by content); > 0, a fixed Gaussian window on the time distance added to
+    # the cross-attention logits, -(t_audio - t_visual)^2 / (2 w^2) with w this many seconds, so that each
+    # audio frame attends to the visual frames around its own time. Frame times: audio frame i (of the input
+    # resolution) at i * xattn_audio_frame_s (centred STFT; at a level downsampled by k, the mean over its k
+    # input frames), visual frame j at (j + 0.5) * xattn_visual_frame_s, both from the start of the row.
+    xattn_time_window: float = 0.0
+    xattn_audio_frame_s: float = 128 / 16000
+    xattn_visual_frame_s: float = 1 / 25
 
     def __post_init__(self):
         object.__setattr__(self, "ch_mult", tuple(int(c) for c in self.ch_mult))
@@ -84,6 +93,9 @@ class NCSNppConfig:
         if self.cond_dim < 0 or self.xattn_first_d_head < 0:
             raise ValueError(f"cond_dim and xattn_first_d_head must be >= 0, got {self.cond_dim}, "
                              f"{self.xattn_first_d_head}")
+        if self.xattn_time_window < 0 or self.xattn_audio_frame_s <= 0 or self.xattn_visual_frame_s <= 0:
+            raise ValueError("xattn_time_window must be >= 0 and the frame periods > 0, got "
+                             f"{self.xattn_time_window}, {self.xattn_audio_frame_s}, {self.xattn_visual_frame_s}")
         if self.nf < 4 or not self.ch_mult or self.num_res_blocks < 1:
             raise ValueError(f"invalid NCSN++ size: nf={self.nf}, ch_mult={self.ch_mult}")
 
@@ -260,14 +272,15 @@ class AttnBlockpp(nn.Module):
 
 
 class _CrossAttention(nn.Module):
-    """One head: queries (…, T', d_model) attend to keys/values from (B, T_v, d_cond); no mask, no positions."""
+    """One head: queries (…, T', d_model) attend to keys/values from (B, T_v, d_cond); ``v_mask`` (B, T_v) keeps
+    padding frames out; ``bias`` (T', T_v), optional, is added to the logits (the time window)."""
 
     d_head: int
     scaled: bool = False
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, q_in, v, v_mask=None):
+    def __call__(self, q_in, v, v_mask=None, bias=None):
         d_model, d_cond = q_in.shape[-1], v.shape[-1]
 
         def dense(n, fan_in, name, bias=False):
@@ -280,6 +293,8 @@ class _CrossAttention(nn.Module):
         logits = jnp.einsum("bctd,bsd->bcts", q, k).astype(jnp.float32)
         if self.scaled:
             logits = logits * (self.d_head ** -0.5)
+        if bias is not None:
+            logits = logits + bias
         if v_mask is not None:  # padding frames of a batch (the reference runs one unpadded stream)
             logits = jnp.where(v_mask[:, None, None, :], logits, -1e30)
         a = jax.nn.softmax(logits, axis=-1).astype(val.dtype)
@@ -301,12 +316,24 @@ class CrossAttnBlockLight(nn.Module):
     group_cap: int = 32
     dtype: jnp.dtype = jnp.float32
     zero_init: bool = False  # GroupNorm scale initialised at 0: the block starts as the identity
+    # The time window (see NCSNppConfig.xattn_time_window): its width w (0: none), the audio frame period of
+    # the input resolution, this level's downsampling factor of the frames, the visual frame period (seconds).
+    time_window: float = 0.0
+    audio_frame_s: float = 128 / 16000
+    frame_stride: int = 1
+    visual_frame_s: float = 1 / 25
 
     @nn.compact
     def __call__(self, h, v, v_mask=None):
         xp = jnp.transpose(h, (0, 3, 2, 1))  # (B, C, T', F')
+        bias = None
+        if self.time_window > 0:
+            k = self.frame_stride
+            t_a = (np.arange(h.shape[2]) * k + (k - 1) / 2.0) * self.audio_frame_s
+            t_v = (np.arange(v.shape[1]) + 0.5) * self.visual_frame_s
+            bias = jnp.asarray(-0.5 * ((t_a[:, None] - t_v[None, :]) / self.time_window) ** 2, jnp.float32)
         o = _CrossAttention(self.d_head or h.shape[1], self.scaled, self.dtype, name="cross_attention")(
-            xp.astype(self.dtype), v.astype(self.dtype), v_mask)
+            xp.astype(self.dtype), v.astype(self.dtype), v_mask, bias)
         o = jnp.transpose(o, (0, 3, 2, 1))  # (B, F', T', C)
         return h + _GroupNorm(self.group_cap, self.zero_init, name="groupnorm")(o).astype(h.dtype)
 
@@ -370,7 +397,8 @@ class NCSNpp(nn.Module):
             if cond is None:
                 return h
             return CrossAttnBlockLight(d_head, cfg.xattn_scaled, cfg.group_cap, dtype, cfg.xattn_zero_init,
-                                       name=name())(h, cond, cond_mask)
+                                       cfg.xattn_time_window, cfg.xattn_audio_frame_s, n_frames // h.shape[2],
+                                       cfg.xattn_visual_frame_s, name=name())(h, cond, cond_mask)
 
         parts = [x] if y is None else [x, y]
         x2 = jnp.stack([p for z in parts for p in (jnp.real(z), jnp.imag(z))], axis=-1).astype(jnp.float32)
