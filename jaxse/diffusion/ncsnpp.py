@@ -198,21 +198,71 @@ def fir_downsample(x, kernel: Sequence[int] = (1, 3, 3, 1)):
     return x
 
 
+class _GroupNormStats(nn.Module):
+    """Group normalisation of (B, ..., C) over all axes but the batch, per group of C // groups channels, with
+    the parameters of ``nn.GroupNorm`` (``scale``, ``bias``; epsilon 1e-6; two-pass variance).
+
+    The statistics are reduced per channel over the pixels first (a reduction along the contiguous channel
+    rows) and then per group, instead of over a (…, groups, C // groups) view: the same numbers up to the
+    summation order, and 1.1-2× faster on XLA:CPU at full resolution.
+    """
+
+    groups: int
+    zero_scale: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        b, c = x.shape[0], x.shape[-1]
+        g, per = self.groups, x.shape[-1] // self.groups
+        scale = self.param("scale", nn.initializers.zeros if self.zero_scale else nn.initializers.ones, (c,))
+        bias = self.param("bias", nn.initializers.zeros, (c,))
+        xr = x.reshape(b, -1, c)
+        count = xr.shape[1] * per
+
+        def per_group(v):  # (b, c) channel sums -> (b, 1, c) group means, repeated over each group's channels
+            return jnp.repeat(v.reshape(b, g, per).sum(-1) / count, per, axis=1)[:, None, :]
+
+        centred = xr - per_group(jnp.sum(xr, axis=1))
+        inv = jax.lax.rsqrt(per_group(jnp.sum(jnp.square(centred), axis=1)) + 1e-6)
+        return (centred * (inv * scale) + bias).reshape(x.shape)
+
+
 class _GroupNorm(nn.Module):
     cap: int = 32
     zero_scale: bool = False  # initialise the scale at 0 (a residual branch that starts as nothing)
 
     @nn.compact
     def __call__(self, x):
-        return nn.GroupNorm(
-            num_groups=num_groups(x.shape[-1], self.cap), epsilon=1e-6, use_fast_variance=False,
-            dtype=jnp.float32, name="norm",
-            scale_init=nn.initializers.zeros if self.zero_scale else nn.initializers.ones,
-        )(x.astype(jnp.float32)).astype(x.dtype)
+        return _GroupNormStats(num_groups(x.shape[-1], self.cap), self.zero_scale, name="norm")(
+            x.astype(jnp.float32)).astype(x.dtype)
+
+
+class _Conv1x1(nn.Module):
+    """A 1×1 convolution computed as one matrix product over the flattened pixels, with the parameters of
+    ``nn.Conv(features, (1, 1))`` (``kernel`` (1, 1, C_in, C_out), ``bias``; same initialisation).
+
+    Same result as the convolution (bit-identical on XLA:CPU), 2-3× faster there on full-resolution maps: the
+    library convolution kernel handles a 1×1 window over 256×256 pixels far below the matrix-product speed.
+    """
+
+    features: int
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+    bias_init: nn.initializers.Initializer = nn.initializers.zeros
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        c_in = x.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (1, 1, c_in, self.features), jnp.float32)
+        bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+        y = jnp.dot(x.astype(self.dtype).reshape(-1, c_in), kernel[0, 0].astype(self.dtype))
+        return y.reshape(x.shape[:-1] + (self.features,)) + bias.astype(self.dtype)
 
 
 def _conv(features, k, scale, name, dtype):
-    return nn.Conv(features, (k, k), padding="SAME" if k > 1 else "VALID", kernel_init=default_init(scale),
+    if k == 1:
+        return _Conv1x1(features, default_init(scale), nn.initializers.zeros, dtype, name=name)
+    return nn.Conv(features, (k, k), padding="SAME", kernel_init=default_init(scale),
                    bias_init=nn.initializers.zeros, dtype=dtype, name=name)
 
 
@@ -444,8 +494,7 @@ class NCSNpp(nn.Module):
         h = pyramid.astype(jnp.float32)
         if cfg.output_scaling == "1/t":
             h = h / t[:, None, None, None]
-        h = nn.Conv(2, (1, 1), kernel_init=_torch_default_conv_init(2), bias_init=_torch_default_conv_init(2),
-                    name="output_layer")(h)
+        h = _Conv1x1(2, _torch_default_conv_init(2), _torch_default_conv_init(2), name="output_layer")(h)
         return jax.lax.complex(h[..., 0], h[..., 1])
 
 
