@@ -48,3 +48,35 @@ def test_reference_is_asked_for_each_network_and_its_shapes(harness, monkeypatch
     assert cmd[cmd.index("--nfe28-configs") + 1] == "1x256,4x256" and cmd[cmd.index("--nfe65-configs") + 1] == "1x256"
     assert ref["times"] == {("28m", 1, 256): 6.0, ("28m", 4, 256): 30.0, ("65m", 1, 256): 5.0}
     assert ref["torch"] == "2.x"
+
+
+@pytest.mark.slow  # two small enhancement runs with their compilations, ~30 s
+def test_tail_batch_benchmark_runs_both_ways_and_agrees(tmp_path, capsys):
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    from jaxse.diffusion.models import ScoreModel
+    from jaxse.diffusion.ncsnpp import NCSNppConfig
+    from tests.conftest import save_random_checkpoint
+
+    model = ScoreModel(net=NCSNppConfig(nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
+                                        output_scaling="none"), parameterization="noise")
+    ckpt = save_random_checkpoint(model, tmp_path / "prior")
+    rng = np.random.default_rng(0)
+    (tmp_path / "noisy").mkdir()
+    for i, seconds in enumerate((0.6,) * 5):  # one bucket, 5 files: a batch of 4 and one left over
+        sf.write(tmp_path / "noisy" / f"f{i}.wav", 0.1 * rng.standard_normal(int(16000 * seconds)).astype(np.float32),
+                 16000)
+    spec = importlib.util.spec_from_file_location("tail_batches", REPO / "benchmarks" / "tail_batches.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main([str(tmp_path / "noisy"), "--checkpoint", str(ckpt), "--batch-size", "4",
+                        "--config", "num_steps=2", "--config", "num_samples=1", "--json", str(tmp_path / "t.json")]) == 0
+    out = json.loads((tmp_path / "t.json").read_text())
+    padded, tail = out["runs"]
+    assert padded["dummy_rows"] == 3 and tail["dummy_rows"] == 0 and padded["rows"] == tail["rows"] == 5
+    assert padded["programs"] == 1 and tail["programs"] == 2
+    assert out["max_abs_diff"] == 0.0
+    assert "| own program (tail batches) | 2 |" in capsys.readouterr().out

@@ -95,6 +95,7 @@ def test_padded_features_are_masked_out_of_the_attention(fast_compile):
     assert masked < 1e-5 and unmasked > 100 * max(masked, 1e-7), (masked, unmasked)  # unmasked, it would differ
 
 
+@pytest.mark.slow  # ~20-50 s of DSM steps
 def test_av_training_step_uses_the_visual_batch(av_tree, fast_compile):
     import optax
 

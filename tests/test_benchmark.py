@@ -69,6 +69,7 @@ def quick(tmp_path_factory):
         "--sweep-samples", "1,2", "--sweep-frames", "32,64"])
 
 
+@pytest.mark.slow  # the shared --quick benchmark run takes ~90 s
 def test_header_and_environment(quick):
     assert quick["schema"] == benchmark.SCHEMA
     assert quick["complete"] is True and quick["errors"] == 0
@@ -85,6 +86,7 @@ def test_header_and_environment(quick):
     assert quick["skipped"] == []
 
 
+@pytest.mark.slow  # the shared --quick benchmark run takes ~90 s
 def test_main_rows(quick):
     rows = quick["results"]
     assert [(r["network"], r["method"]) for r in rows] == [("tiny", m) for m in DIFFUSION_METHODS]
@@ -112,6 +114,7 @@ def test_main_rows(quick):
     assert rows[1]["config"]["num_em"] == EM and rows[2]["config"]["method"] == "udiffse+"
 
 
+@pytest.mark.slow  # the shared --quick benchmark run takes ~90 s
 def test_steps_sweep_has_every_variant_per_step_count(quick):
     entries = quick["sweeps"]["steps"]
     got = {(e["steps"], e["variant"]) for e in entries}
@@ -124,6 +127,7 @@ def test_steps_sweep_has_every_variant_per_step_count(quick):
     assert all(e["timing"]["compiled_once"] for e in loops)
 
 
+@pytest.mark.slow  # the shared --quick benchmark run takes ~90 s
 def test_batch_and_length_sweeps(quick):
     batch = quick["sweeps"]["batch"]
     assert [(e["vary"], e["batch"], e["samples"], e["rows"]) for e in batch] == [
@@ -139,6 +143,7 @@ def test_batch_and_length_sweeps(quick):
         assert _positive_finite(e["rtf"]) and _positive_finite(e["audio_s"])
 
 
+@pytest.mark.slow  # the shared --quick benchmark run takes ~90 s
 def test_report_table(quick):
     text = benchmark.format_report(quick)
     for word in ("GFLOP/s", "overhead", "udiffse+", "steps sweep", "batch sweep", "length sweep", "unrolled"):
@@ -241,6 +246,7 @@ def mixed(tmp_path_factory):
         str(RVAE_EM), "--frames", str(RVAE_FRAMES), "--repeats", "1", "--sweeps", "none"])
 
 
+@pytest.mark.slow  # the shared mixed benchmark run takes ~25 s
 def test_rvae_mixed_run_skips_pairs_of_different_families(mixed):
     assert mixed["complete"] is True and mixed["errors"] == 0
     assert mixed["options"]["methods"] == list(MIXED_METHODS)
@@ -257,6 +263,7 @@ def test_rvae_mixed_run_skips_pairs_of_different_families(mixed):
     assert prior["nfe"] == _expected_nfe("prior", 1, RVAE_EM) and prior["shapes"]["input"] == [1, 256, RVAE_FRAMES]
 
 
+@pytest.mark.slow  # the shared mixed benchmark run takes ~25 s
 def test_rvae_rows(mixed):
     audio = (RVAE_FRAMES - 1) * 256 / 16000  # the RVAE STFT's hop is 256
     for r in mixed["results"][:2]:
@@ -291,6 +298,7 @@ def test_rvae_rows(mixed):
         assert _positive_finite(full["rtf"]) and full["rtf"] == pytest.approx(full["seconds"] / audio)
 
 
+@pytest.mark.slow  # the shared mixed benchmark run takes ~25 s
 def test_rvae_report_table_mixed(mixed):
     text = benchmark.format_report(mixed)
     for word in ("RVAE EM", "per-EM", "full RTF", "rvae-ldem", "EM1 T32", "per-NFE", "skipped", "tiny/rvae-vem"):

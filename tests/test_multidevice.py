@@ -86,6 +86,7 @@ EIGHT_DEVICES = textwrap.dedent(r"""
 """)
 
 
+@pytest.mark.slow  # an 8-device subprocess, ~30 s
 def test_eight_devices_match_one_device(tmp_path):
     env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=8")
     proc = subprocess.run([sys.executable, "-c", EIGHT_DEVICES, str(REPO)], cwd=tmp_path, capture_output=True,

@@ -317,6 +317,7 @@ def _run_train_py(args, timeout=300):
     return proc
 
 
+@pytest.mark.slow  # ~35 s; resume stays covered by test_resumed_run_is_bitwise_identical
 def test_train_py_end_to_end_and_resume(synth_data, tmp_path):
     workdir = tmp_path / "run"
     base = ["--config", str(REPO / "configs" / "cpu_small.py"), "--workdir", str(workdir),
