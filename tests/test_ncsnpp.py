@@ -176,3 +176,22 @@ def test_bfloat16_compute_stays_close_to_float32(name):
     assert rel_err(out, ref) < 0.08
     rms = np.sqrt(np.mean(np.abs(out - ref) ** 2) / np.mean(np.abs(ref) ** 2))
     assert 1e-4 < rms < 0.05  # really computed in bfloat16, and close
+
+
+def test_fast_groupnorm_and_1x1_conv_equal_the_flax_layers_with_the_same_parameters():
+    import flax.linen as nn
+
+    from jaxse.diffusion.ncsnpp import _Conv1x1, _GroupNormStats
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 8, 24)) * 3.0 + 1.5
+    ours, flax_gn = _GroupNormStats(6), nn.GroupNorm(num_groups=6, epsilon=1e-6, use_fast_variance=False)
+    params = {"params": {"scale": jax.random.normal(jax.random.PRNGKey(1), (24,)),
+                         "bias": jax.random.normal(jax.random.PRNGKey(2), (24,))}}
+    assert jax.tree.structure(ours.init(jax.random.PRNGKey(3), x)) == jax.tree.structure(params)
+    np.testing.assert_allclose(np.asarray(ours.apply(params, x)), np.asarray(flax_gn.apply(params, x)),
+                               rtol=1e-5, atol=1e-5)
+    conv, flax_conv = _Conv1x1(5), nn.Conv(5, (1, 1))
+    p = flax_conv.init(jax.random.PRNGKey(4), x)
+    p = jax.tree.map(lambda a: a + 0.1, p)  # a non-zero bias too
+    assert jax.tree.structure(conv.init(jax.random.PRNGKey(4), x)) == jax.tree.structure(p)
+    np.testing.assert_allclose(np.asarray(conv.apply(p, x)), np.asarray(flax_conv.apply(p, x)), rtol=1e-6, atol=1e-6)
