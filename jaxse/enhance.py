@@ -66,6 +66,8 @@ from jaxse import parallel
 from jaxse.audio import AUDIO_EXTENSIONS, AudioError, is_under, read_audio, resample, resampled_length, write_audio
 from jaxse.logging_utils import ProgressBar, format_duration
 from jaxse import registry
+from jaxse.core.backend import CheckpointError, Conditioning, MethodBackend
+from jaxse.core.loading import checkpoint_path
 
 # Extensions looked for in an input directory: the usual ones plus the other containers libsndfile reads.
 INPUT_EXTENSIONS = tuple(AUDIO_EXTENSIONS) + (
@@ -78,115 +80,6 @@ METHODS = registry.METHODS
 
 
 # ---------------------------------------------------------------------------------------------- backends
-
-
-class MethodBackend:
-    """What an enhancement method gives :class:`Enhancer`; batching, devices, chunks, keys and files are shared.
-
-    Attributes (set by subclasses):
-      name: the method as ``enhance.py --method`` names it (``"udiffse+"``, ``"rvae-ldem"``, ...).
-      cfg: the method's settings (a frozen dataclass: :class:`jaxse.diffusion.udiffse.PosteriorConfig`,
-        :class:`jaxse.rvae.posterior.RVAEPosteriorConfig`).
-      spec: STFT settings with ``sample_rate``, ``n_fft``, ``hop_length`` and ``num_frames(length)``; the
-        Enhancer resamples nothing itself, waveforms come at ``spec.sample_rate``.
-      variables: network variables; the Enhancer replicates them on every device and passes them back to
-        :meth:`posterior` inside the compiled program (so that they are arguments, not constants).
-      quantum: frame counts of rows (buckets, ``chunk_frames``) must be multiples of this;
-        ``quantum_note`` says why (for the error message).
-      conditioning: ``None``, or the :class:`Conditioning` the posterior takes besides the noisy signal (e.g.
-        visual features); the program then gets each row's part of it, cut with the waveform's chunk plan.
-
-    The compiled program of a bucket of ``T`` frames is, per device and for its rows ``u``::
-
-        X, mask = analysis(waves, lengths, T)               # (U, F, T), zero on padding frames
-        S_u = posterior(variables, key_u, X_u / NF_u, mask_u)   # vmapped over the rows
-        waves = synthesis(S · NF, lengths, row_length)      # (U, row_length), zero past each length
-
-    with ``NF_u = norm_factor(whole file)`` computed on the host. With a :attr:`conditioning`, the posterior
-    is ``posterior(variables, key_u, X_u / NF_u, mask_u, cond=(C_u, n_u))``: ``C_u`` the row's conditioning
-    frames ``(K, dim)`` zero-padded to the bucket's ``K``, ``n_u`` how many are real.
-    """
-
-    name: str = ""
-    conditioning: "Conditioning | None" = None
-    cfg: Any = None
-    spec: Any = None
-    variables: Any = None
-    quantum: int = 64
-    quantum_note: str = "the bucket quantum"
-
-    def norm_factor(self, wave: np.ndarray) -> float:
-        """Normalisation factor of a whole signal (host side, > 0)."""
-        raise NotImplementedError
-
-    def analysis(self, waves, lengths, num_frames: int):
-        """``(U, L)`` zero-padded rows + lengths -> ``(X (U, F, num_frames), mask (U, num_frames))`` (traced)."""
-        raise NotImplementedError
-
-    def synthesis(self, spec, lengths, row_length: int):
-        """Inverse of :meth:`analysis`: ``(U, F, T)`` -> ``(U, row_length)`` waveforms, zero past each length."""
-        raise NotImplementedError
-
-    def posterior(self, variables, key, x, mask, cond=None):
-        """One row: ``X (F, T)`` normalised, ``mask (T,)`` -> speech estimate ``(F, T)`` (traced, vmapped);
-        ``cond``: ``(frames (K, dim), count)`` of the row's conditioning, only with a :attr:`conditioning`."""
-        raise NotImplementedError
-
-    @property
-    def nfe(self) -> int:
-        """Network evaluations per row (the figure in the stats)."""
-        raise NotImplementedError
-
-    def cost(self) -> dict:
-        """Cost figures per row for the stats (network passes, iterations)."""
-        return {"nfe": self.nfe}
-
-    def set_compute_dtype(self, dtype: str) -> None:
-        """Run the network's convolutions and attention in ``dtype`` ("float32" or "bfloat16"; parameters and
-        the sampler's state stay float32). ``ValueError`` for a method whose network has no such option."""
-        if dtype != "float32":
-            raise ValueError(f"{self.name}: its network computes in float32 only (no {dtype} option)")
-
-    def describe(self) -> str:
-        """One line about the method and its cost per segment (printed by ``enhance.py``)."""
-        return f"{self.name}, {self.nfe} network evaluations per segment"
-
-
-@dataclasses.dataclass(frozen=True)
-class Conditioning:
-    """A per-utterance input that a method's posterior takes besides the noisy waveform: a stream of
-    ``dim``-dimensional frames at ``rate`` frames per second (e.g. lip features at 25 fps), an array
-    ``(frames, dim)`` per utterance. The engine gives each row the frames of its time span
-    (:meth:`span`): the whole stream for a row of its own, and for a chunk starting at sample ``s`` of ``n``
-    the frames ``floor(s·rate/sr)`` up to ``ceil((s + n)·rate/sr)``, zero-padded to the bucket's size."""
-
-    name: str
-    rate: float
-    dim: int
-    dtype: str = "float32"
-
-    def span(self, start: int, length: int, sample_rate: int) -> tuple[int, int]:
-        """``(first, end)`` frame indices covering samples ``[start, start + length)``."""
-        first = int(math.floor(start * self.rate / sample_rate))
-        end = int(math.ceil((start + length) * self.rate / sample_rate))
-        return first, max(end, first + 1)
-
-    def max_frames(self, row_length: int, sample_rate: int) -> int:
-        """Most frames a row of ``row_length`` samples can hold (any start): the program's padded size."""
-        return int(math.ceil(row_length * self.rate / sample_rate)) + 1
-
-    def check(self, cond, length: int, sample_rate: int, tolerance_s: float = 1.0) -> np.ndarray:
-        """``cond`` as a ``(frames, dim)`` array for a waveform of ``length`` samples; ``ValueError`` (one
-        line) for a wrong shape or a duration more than ``tolerance_s`` away from the audio's."""
-        c = np.asarray(cond, np.dtype(self.dtype))
-        if c.ndim != 2 or c.shape[1] != self.dim:
-            raise ValueError(f"{self.name}: expected an array (frames, {self.dim}), got shape {c.shape}")
-        if not np.isfinite(c).all():
-            raise ValueError(f"{self.name}: non-finite values")
-        audio_s, cond_s = length / sample_rate, c.shape[0] / self.rate
-        if abs(audio_s - cond_s) > tolerance_s:
-            raise ValueError(f"{self.name}: {cond_s:.2f} s of frames for {audio_s:.2f} s of audio")
-        return c
 
 
 # ---------------------------------------------------------------------------------------------- Enhancer
@@ -600,33 +493,6 @@ class Enhancer:
             "method": self.method,
             "cost_per_row": self.backend.cost(),
         }
-
-
-class CheckpointError(Exception):
-    """No usable checkpoint (one line, meant for the user)."""
-
-
-def checkpoint_path(checkpoint, default, family: str, missing: str) -> Path:
-    """The checkpoint a method loads: ``checkpoint``, or the shipped ``default`` when it is ``None``.
-
-    :class:`CheckpointError` (one line) when it does not exist (``missing`` is the message for an absent
-    default) or when its files say it is a checkpoint of another model family than ``family``
-    (:func:`jaxse.registry.detect_family`)."""
-    if checkpoint is None:
-        path = Path(default)
-        if not path.exists():
-            raise CheckpointError(missing)
-    else:
-        path = Path(checkpoint)
-        if not path.exists():
-            raise CheckpointError(f"{path}: no such checkpoint")
-    found = registry.detect_family(path)
-    if found is not None and found != family:
-        theirs = registry.methods_of(found)
-        use = f" (use --method {' or '.join(theirs)})" if theirs else ""
-        raise CheckpointError(f"{path}: a checkpoint of the {found!r} model family; the methods of this one "
-                              f"({', '.join(registry.methods_of(family))}) need a {family!r} checkpoint{use}")
-    return path
 
 
 def is_rvae_method(method: str) -> bool:

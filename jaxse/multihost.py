@@ -66,7 +66,7 @@ def resolve_share(coordinator_address: str | None = None, num_processes: int | N
     coordination at all, so each process (and a rerun of one of them) can start and stop on its own.
     """
     if coordinator_address is not None or auto:
-        from jaxse.training import initialize_distributed
+        from jaxse.parallel import initialize_distributed
 
         if initialize_distributed(coordinator_address, num_processes, process_id, auto=auto):
             import jax

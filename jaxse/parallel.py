@@ -393,3 +393,39 @@ class OverlapAdd:
         if self._missing:
             raise RuntimeError(f"chunks {sorted(self._missing)} are missing")
         return (self._sum / np.maximum(self._wsum, 1e-12)).astype(np.float32)
+
+
+def to_host(x) -> np.ndarray:
+    """A replicated (or process-local) array as numpy, also when it spans several processes."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
+def to_host_tree(tree):
+    """:func:`to_host` on every leaf of a pytree."""
+    return jax.tree.map(to_host, tree)
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, auto: bool = False) -> bool:
+    """Join a multi-process run (call before any other JAX work); returns whether it did.
+
+    With ``coordinator_address`` (``host:port`` of process 0), ``num_processes`` and ``process_id``, calls
+    ``jax.distributed.initialize`` with them; with ``auto=True`` and no address, lets JAX detect the cluster
+    (SLURM, Open MPI, TPU pods...). Does nothing for a single process. CPU collectives use gloo.
+    """
+    if coordinator_address is None and not auto:
+        if num_processes not in (None, 1):
+            raise ValueError("num_processes > 1 needs a coordinator_address (host:port of process 0)")
+        return False
+    if coordinator_address is not None and num_processes == 1:
+        return False
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id)
+    return True

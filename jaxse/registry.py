@@ -123,6 +123,12 @@ class Family:
         """Write an inference export of ``variables`` at ``directory`` (which does not exist yet)."""
         raise NotImplementedError
 
+    def detect_directory(self, path: Path) -> str | None:
+        """The family name when ``path`` (a directory) is in a format of this family's own (e.g. the RVAE's
+        ``rvae.json``), else ``None``. Directories in the common checkpoint layout are recognised by
+        :func:`detect_family` from their metadata; a family only claims formats of its own here."""
+        return None
+
 
 def family_names() -> tuple[str, ...]:
     return tuple(_FAMILIES)
@@ -158,24 +164,20 @@ def check_family(meta_or_name, expected: str, where) -> None:
 
 
 def detect_family(path) -> str | None:
-    """The family of the checkpoint at ``path`` when its files say so, else ``None``: an RVAE directory
-    (``rvae.json``, family ``"rvae"`` unless it records another), or a train.py workdir / checkpoint / export
-    (its metadata's ``model.family``). Reference files (``.ckpt``, ``.npz``, ``.pt``) record none."""
-    import json
+    """The family of the checkpoint at ``path`` when its files say so, else ``None``: a directory in a format
+    a family claims (:meth:`Family.detect_directory`, e.g. the RVAE's ``rvae.json``), or a train.py workdir /
+    checkpoint / export (its metadata's ``model.family``). Reference files (``.ckpt``, ``.npz``, ``.pt``)
+    record none."""
+    from jaxse.core.checkpoint import looks_like_checkpoint, read_checkpoint_metadata
 
     path = Path(path)
     if not path.is_dir():
         return None
-    info = path / "rvae.json"
-    if info.is_file():
-        try:
-            return str(json.loads(info.read_text()).get("family", "rvae"))
-        except (OSError, ValueError):
-            return "rvae"
-    if (path / "checkpoints").is_dir() or (path / "metadata").exists() or any(
-            p.name.isdigit() for p in path.iterdir()):
-        from jaxse.training import read_checkpoint_metadata
-
+    for name in _FAMILIES:
+        found = family(name).detect_directory(path)
+        if found is not None:
+            return found
+    if looks_like_checkpoint(path):
         try:
             return family_name_of_metadata(read_checkpoint_metadata(path))
         except Exception:  # not readable as a checkpoint: the loader will say why

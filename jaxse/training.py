@@ -85,62 +85,29 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import jaxse
 from jaxse import registry
-from jaxse.parallel import batch_sharding, replicated
+from jaxse.core.checkpoint import (METADATA_ITEM, STATE_ITEM, checkpoint_manager, checkpoint_metadata,  # noqa: F401
+                                   read_checkpoint_metadata, restore_metadata, restore_train_state, save_checkpoint)
+from jaxse.core.loading import load_checkpoint  # noqa: F401
+from jaxse.core.train_state import TrainState, ema_decay_at, ema_update  # noqa: F401
+from jaxse.parallel import batch_sharding, initialize_distributed, replicated, to_host, to_host_tree  # noqa: F401
 from jaxse.pytree import count_params
 
 logger = logging.getLogger(__name__)
 
 DATA_AXIS = "data"
-STATE_ITEM = "state"
-METADATA_ITEM = "metadata"
 # Train metrics logged as their latest value rather than averaged over the logging interval.
 _LAST_VALUE_METRICS = ("ema_decay", "kl_weight")
 
 # Sub-keys of the run key (``PRNGKey(seed)``), by purpose.
 _KEY_INIT, _KEY_TRAIN, _KEY_VALID, _KEY_SAMPLE = range(4)
-
-
-# ----------------------------------------------------------------------------------------- state
-
-
-@flax.struct.dataclass
-class TrainState:
-    """Everything a training run carries from step to step (a pytree; checkpointed as a whole).
-
-    Attributes:
-      step: int32 scalar, the number of optimizer steps done.
-      params: trained network parameters.
-      ema_params: their exponential moving average (used for validation, samples and inference); ``None``
-        for a model family without EMA (the RVAE), which uses ``params`` instead.
-      opt_state: the optax (Adam) state.
-      constants: fixed network arrays (the Fourier-embedding weights): never trained nor averaged.
-      key: raw ``uint32[2]`` PRNG key of the training draws; step ``s`` uses ``fold_in(key, s)``.
-    """
-
-    step: jax.Array
-    params: Any
-    ema_params: Any
-    opt_state: Any
-    constants: Any
-    key: jax.Array
-
-    @property
-    def variables(self) -> dict:
-        return {"params": self.params, "constants": self.constants}
-
-    @property
-    def ema_variables(self) -> dict:
-        return {"params": self.ema_params, "constants": self.constants}
 
 
 # ------------------------------------------------------------------------------ config -> objects
@@ -182,21 +149,6 @@ def optimizer_from_config(config) -> optax.GradientTransformation:
     if warmup > 0:
         lr = lambda count: float(tc.lr) * jnp.minimum(1.0, (count + 1.0) / warmup)  # noqa: E731
     return optax.adam(learning_rate=lr, b1=float(tc.b1), b2=float(tc.b2), eps=float(tc.eps))
-
-
-# ---------------------------------------------------------------------------------- EMA and loss
-
-
-def ema_decay_at(num_updates, decay: float = 0.999):
-    """torch_ema warm-up: ``min(decay, (1 + k)/(10 + k))`` with ``k`` the updates done *including* this one."""
-    k = jnp.asarray(num_updates, jnp.float32)
-    return jnp.minimum(jnp.float32(decay), (1.0 + k) / (10.0 + k))
-
-
-def ema_update(ema_params, params, decay):
-    """torch_ema's in-place rule ``s -= (1 - d)·(s - p)``, leaf by leaf."""
-    one_minus = 1.0 - decay
-    return jax.tree.map(lambda e, p: e - (one_minus * (e - p)).astype(e.dtype), ema_params, params)
 
 
 # ---------------------------------------------------------------------------------- state creation
@@ -282,22 +234,6 @@ def global_batch(local_rows, mesh: Mesh):
     return jax.make_array_from_process_local_data(batch_sharding(mesh), local_rows, global_shape)
 
 
-def to_host_tree(tree):
-    """:func:`to_host` on every leaf of a pytree."""
-    return jax.tree.map(to_host, tree)
-
-
-def to_host(x) -> np.ndarray:
-    """A replicated (or process-local) array as numpy, also when it spans several processes."""
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        if x.is_fully_replicated:
-            return np.asarray(x.addressable_data(0))
-        from jax.experimental import multihost_utils
-
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(x)
-
-
 def make_train_step(model, spec, tx, ema_decay: float, mesh: Mesh, objective=None) -> Callable:
     """Jitted ``(state, batch) -> (state, metrics)`` of the model's family; ``batch`` is a dict of arrays
     (``{"waves": (B, L)}`` for the clean-speech families) sharded on ``"data"``, the state replicated and
@@ -323,185 +259,7 @@ def make_sample_fn(model, spec, mesh: Mesh, config, pc_config=None) -> Callable:
     return jax.jit(fn, in_shardings=(rep, rep), out_shardings=rep)
 
 
-# ------------------------------------------------------------------------------------ checkpoints
-
-
-def checkpoint_manager(workdir, keep: int | None = None, read_only: bool = False,
-                       keep_best: bool = False) -> ocp.CheckpointManager:
-    """Orbax manager of ``WORKDIR/checkpoints`` (items ``state`` and ``metadata``); keeps the ``keep`` newest.
-
-    The newest checkpoint is always among those kept, so a run can always resume from its latest save. With
-    ``keep_best`` the checkpoint with the lowest ``valid_loss`` metric (passed to :func:`save_checkpoint`) is
-    kept as well.
-    """
-    directory = Path(workdir).absolute() / "checkpoints"
-    max_to_keep = None if keep is None or keep <= 0 else int(keep)
-    best = {}
-    if keep_best and not read_only:
-        from orbax.checkpoint import checkpoint_managers as cm
-
-        def metric(m):
-            return float(m["valid_loss"])
-
-        # BestN keeps the *last* n after sorting; reverse=True sorts descending, so those are the lowest losses.
-        policy = cm.AnyPreservationPolicy([
-            cm.LatestN(n=max_to_keep),
-            cm.BestN(get_metric_fn=metric, reverse=True, n=1, keep_checkpoints_without_metrics=False),
-        ])
-        # best_fn too: only then does orbax write the metrics into the step directories, so that a restarted
-        # run still knows which earlier checkpoint is the best (the policy above decides what is kept).
-        best = {"best_fn": metric, "best_mode": "min", "preservation_policy": policy}
-        max_to_keep = None
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep,
-        create=not read_only,
-        read_only=read_only,
-        enable_async_checkpointing=not read_only,
-        **best,
-    )
-    return ocp.CheckpointManager(directory, options=options, item_names=(STATE_ITEM, METADATA_ITEM))
-
-
-def checkpoint_metadata(config, model, spec, step: int, extra: dict | None = None) -> dict:
-    """The JSON item saved with every checkpoint: enough to rebuild the model without the config file.
-
-    ``extra`` entries are added (the training loop adds ``"best"``, and for the RVAE ``"data"``).
-    """
-    cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
-    extra = json.loads(json.dumps(extra, default=_json_default)) if extra else {}
-    return {
-        "format": "jaxse-checkpoint-v1",
-        "jaxse_version": jaxse.__version__,
-        "step": int(step),
-        "sample_rate": int(spec.sample_rate),
-        "num_bins": int(spec.num_bins),
-        "model": model.to_dict(),
-        "spec": spec.to_dict(),
-        "config": json.loads(json.dumps(cfg, default=_json_default)),
-        **extra,
-    }
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, (tuple, set)):
-        return list(o)
-    return str(o)
-
-
-def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState, metadata: dict, step: int | None = None,
-                    metrics: dict | None = None) -> bool:
-    """Save ``state`` and ``metadata`` at ``step`` (default ``state.step``); all processes must call it.
-
-    Asynchronous: returns once the arrays are copied off the devices; ``manager.wait_until_finished()``
-    waits for the files. ``metrics`` (e.g. ``{"valid_loss": ...}``) feed a ``keep_best`` manager.
-    """
-    step = int(to_host(state.step)) if step is None else int(step)
-    args = ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(state), METADATA_ITEM: ocp.args.JsonSave(metadata)})
-    return manager.save(step, args=args, metrics=metrics, force=True)
-
-
-def restore_train_state(manager: ocp.CheckpointManager, abstract_state, step: int | None = None) -> TrainState | None:
-    """The TrainState of checkpoint ``step`` (default: the latest) laid out as ``abstract_state``; None if none."""
-    step = manager.latest_step() if step is None else int(step)
-    if step is None:
-        return None
-    restored = manager.restore(step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(abstract_state)}))
-    return restored[STATE_ITEM]
-
-
-def _resolve_checkpoint(path) -> tuple[Path, int | None]:
-    """``(checkpoints_dir, step or None)`` for a workdir, a checkpoints dir or one step's dir."""
-    path = Path(path).absolute()
-    if (path / "checkpoints").is_dir():
-        return path / "checkpoints", None
-    if (path / METADATA_ITEM).exists() and (path / STATE_ITEM).exists():
-        try:
-            return path.parent, int(path.name)
-        except ValueError:
-            raise ValueError(f"{path}: a checkpoint directory should be named after its step") from None
-    if path.is_dir():
-        return path, None
-    raise FileNotFoundError(f"no checkpoint at {path}")
-
-
-def _read_only_manager(directory: Path) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-    return ocp.CheckpointManager(directory, options=options, item_names=(STATE_ITEM, METADATA_ITEM))
-
-
-def _latest(mngr: ocp.CheckpointManager, step: int | None) -> int:
-    step = mngr.latest_step() if step is None else int(step)
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
-    return step
-
-
-def _restore_metadata(mngr: ocp.CheckpointManager, step: int) -> dict:
-    restored = mngr.restore(step, args=ocp.args.Composite(**{METADATA_ITEM: ocp.args.JsonRestore()}))
-    return dict(restored[METADATA_ITEM])
-
-
-def read_checkpoint_metadata(path_or_workdir, step: int | None = None) -> dict:
-    """The JSON metadata of a checkpoint (workdir, checkpoints dir or step dir; latest step by default)."""
-    directory, found_step = _resolve_checkpoint(path_or_workdir)
-    with _read_only_manager(directory) as mngr:
-        return _restore_metadata(mngr, _latest(mngr, found_step if step is None else step))
-
-
-def load_checkpoint(path_or_workdir, step: int | None = None, device=None, family: str | None = None):
-    """Load a trained model for inference: ``(model, variables, metadata)``.
-
-    ``path_or_workdir``: a training workdir (its latest checkpoint), its ``checkpoints`` folder, or one
-    ``checkpoints/<step>`` folder (also an exported prior). The model is rebuilt by the family its metadata
-    records (``model.family``; the diffusion prior for checkpoints from before the record) without a config
-    file; only the subtree inference needs is read (the EMA parameters and constants of the diffusion prior,
-    the parameters of the RVAE; not the optimizer state) and placed on ``device`` (default: the first local
-    device). With ``family``, a checkpoint of another family is a :class:`jaxse.registry.RegistryError`.
-    """
-    directory, found_step = _resolve_checkpoint(path_or_workdir)
-    device = jax.local_devices()[0] if device is None else device
-    sharding = jax.sharding.SingleDeviceSharding(device)
-    with _read_only_manager(directory) as mngr:
-        step = _latest(mngr, found_step if step is None else step)
-        meta = _restore_metadata(mngr, step)
-        name = registry.family_name_of_metadata(meta)
-        if family is not None:
-            registry.check_family(name, family, path_or_workdir)
-        fam = registry.family(name)
-        model = fam.model_from_dict(meta["model"])
-        target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                              fam.restore_target(model, meta))
-        restore_args = ocp.checkpoint_utils.construct_restore_args(target)
-        args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
-        restored = mngr.restore(step, args=ocp.args.Composite(**{STATE_ITEM: args}))[STATE_ITEM]
-    return model, fam.inference_variables(restored), meta
-
-
 # ------------------------------------------------------------------------------------ multi-host
-
-
-def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None, auto: bool = False) -> bool:
-    """Join a multi-process run (call before any other JAX work); returns whether it did.
-
-    With ``coordinator_address`` (``host:port`` of process 0), ``num_processes`` and ``process_id``, calls
-    ``jax.distributed.initialize`` with them; with ``auto=True`` and no address, lets JAX detect the cluster
-    (SLURM, Open MPI, TPU pods...). Does nothing for a single process. CPU collectives use gloo.
-    """
-    if coordinator_address is None and not auto:
-        if num_processes not in (None, 1):
-            raise ValueError("num_processes > 1 needs a coordinator_address (host:port of process 0)")
-        return False
-    if coordinator_address is not None and num_processes == 1:
-        return False
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                               process_id=process_id)
-    return True
 
 
 # ------------------------------------------------------------------------------------ main loop
@@ -651,7 +409,7 @@ def train_and_evaluate(config, workdir) -> TrainState:
     else:
         start = int(to_host(state.step))
         logger.info("resumed from %s at step %d", manager.directory, start)
-        best = _restore_metadata(manager, start).get("best") or {}
+        best = restore_metadata(manager, start).get("best") or {}
         if best.get("step") is not None:
             best_step, best_loss = int(best["step"]), float(best["valid_loss"])
     resumed = f" (resumed from checkpoint {start})" if start and warm is None else ""

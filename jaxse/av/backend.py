@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jaxse import registry
 from jaxse.diffusion.backend import DiffusionBackend
 from jaxse.diffusion.udiffse import PosteriorConfig
-from jaxse.enhance import CheckpointError, Conditioning
+from jaxse.core.backend import CheckpointError, Conditioning
 from jaxse.spectral import SpecConfig
 
 VISUAL_FPS = 25.0
@@ -70,7 +70,7 @@ def load_av_prior(checkpoint):
                                   "prior")
         return model, variables, SpecConfig()
     try:
-        from jaxse.training import load_checkpoint
+        from jaxse.core.loading import load_checkpoint
 
         model, variables, meta = load_checkpoint(path, family="av")
     except Exception as exc:

@@ -10,7 +10,8 @@ from typing import Callable
 
 from jaxse import parallel, registry
 from jaxse.diffusion.udiffse import PosteriorConfig, posterior_mean
-from jaxse.enhance import CheckpointError, MethodBackend, checkpoint_path
+from jaxse.core.backend import CheckpointError, MethodBackend
+from jaxse.core.loading import checkpoint_path
 from jaxse.spectral import SpecConfig
 
 
@@ -90,7 +91,7 @@ def load_prior(checkpoint=None):
                                       f"speech), not a clean-speech prior; use --method "
                                       f"{' or '.join(registry.methods_of(model.family))}")
             return model, variables, SpecConfig()
-        from jaxse.training import load_checkpoint
+        from jaxse.core.loading import load_checkpoint
 
         model, variables, meta = load_checkpoint(path, family="ncsnpp")
         spec = SpecConfig(**meta["spec"]) if "spec" in meta else SpecConfig()

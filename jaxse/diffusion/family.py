@@ -43,7 +43,7 @@ class NCSNppCheckpointFamily(registry.Family):
         return SpecConfig(sample_rate=int(config.data.sample_rate), **dict(config.spec))
 
     def warm_start(self, model, source, steps_per_epoch):
-        from jaxse.training import load_checkpoint
+        from jaxse.core.loading import load_checkpoint
 
         src_model, variables, info = load_checkpoint(source, family=self.name)
         if src_model.to_dict() != model.to_dict():

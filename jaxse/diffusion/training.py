@@ -21,7 +21,7 @@ import optax
 from jaxse.diffusion.models import ScoreModel
 from jaxse.diffusion.sde import expand_t
 from jaxse.spectral import SpecConfig, wave_to_spec
-from jaxse.training import ema_decay_at, ema_update
+from jaxse.core.train_state import ema_decay_at, ema_update
 
 
 def dsm_loss(model: ScoreModel, variables, x0, key, cond=None):

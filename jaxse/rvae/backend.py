@@ -11,7 +11,8 @@ from typing import Callable
 import numpy as np
 
 from jaxse import parallel, registry
-from jaxse.enhance import CheckpointError, MethodBackend, checkpoint_path
+from jaxse.core.backend import CheckpointError, MethodBackend
+from jaxse.core.loading import checkpoint_path
 from jaxse.rvae.posterior import RVAEPosteriorConfig, rvae_posterior
 from jaxse.rvae.spectral import RVAESpecConfig
 

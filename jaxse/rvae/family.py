@@ -19,6 +19,16 @@ class RVAEFamily(registry.Family):
     has_sampler = False
     counts_epochs = True
 
+    def detect_directory(self, path: Path) -> str | None:
+        """An RVAE directory: ``rvae.json`` (+ ``rvae_params.npz``), family ``"rvae"`` unless it records another."""
+        info = Path(path) / "rvae.json"
+        if not info.is_file():
+            return None
+        try:
+            return str(json.loads(info.read_text()).get("family", self.name))
+        except (OSError, ValueError):
+            return self.name
+
     def model_from_config(self, config) -> rt.RVAEModel:
         return rt.RVAEModel.from_config(config)
 

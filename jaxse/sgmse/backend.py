@@ -22,7 +22,8 @@ import numpy as np
 
 from jaxse import parallel, registry
 from jaxse.diffusion import samplers
-from jaxse.enhance import CheckpointError, MethodBackend, checkpoint_path
+from jaxse.core.backend import CheckpointError, MethodBackend
+from jaxse.core.loading import checkpoint_path
 from jaxse.sgmse.models import score_fn_shifted
 from jaxse.spectral import SpecConfig
 
@@ -149,7 +150,7 @@ def _load(method: str, family: str, checkpoint):
                 raise CheckpointError(f"{path}: a reference model of the {model.family!r} family, not {family!r} "
                                       f"(the methods of this one: {', '.join(registry.methods_of(family))})")
             return model, variables, SpecConfig()
-        from jaxse.training import load_checkpoint
+        from jaxse.core.loading import load_checkpoint
 
         model, variables, meta = load_checkpoint(path, family=family)
         return model, variables, SpecConfig(**meta["spec"]) if "spec" in meta else SpecConfig()

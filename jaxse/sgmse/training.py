@@ -35,7 +35,7 @@ import optax
 from jaxse.diffusion.sde import complex_normal, expand_t
 from jaxse.sgmse.models import ConditionalScoreModel, PredictiveModel, marginal
 from jaxse.spectral import SpecConfig, wave_to_spec
-from jaxse.training import ema_decay_at, ema_update
+from jaxse.core.train_state import ema_decay_at, ema_update
 
 LOSS_KINDS = ("dsm", "weighted")
 SUPERVISED_ERRORS = ("theoretical", "tweedie")
