@@ -73,6 +73,7 @@ from absl import app, flags, logging
 from ml_collections import ConfigDict, config_flags
 
 from jaxse import registry
+from jaxse.errors import one_line
 from jaxse.enhance import METHODS
 
 
@@ -160,13 +161,13 @@ try:
 except Exception as exc:  # a malformed --config.* value (parsed here, at definition time)
     if __name__ != "__main__":
         raise
-    sys.stderr.write(f"enhance.py: error: bad --config override ({' '.join(str(exc).split())})\n")
+    sys.stderr.write(f"enhance.py: error: bad --config override ({one_line(exc, None)})\n")
     sys.exit(2)
 
 
 def _usage_error(message) -> int:
     """One line on stderr; the exit code of a usage error (2)."""
-    sys.stderr.write(f"enhance.py: error: {' '.join(str(message).split())}\n")
+    sys.stderr.write(f"enhance.py: error: {one_line(message, None)}\n")
     return 2
 
 
@@ -238,11 +239,9 @@ def main(argv):
         sys.stderr.write(f"enhance.py: settings of {enhance.settings_path(method, FLAGS.checkpoint)} (tuned for this "
                          f"prior; --config.FIELD overrides): {', '.join(f'{k}={v}' for k, v in tuned.items())}\n")
     conditioning = None
-    if audio_visual:
-        from jaxse.av.data import load_features
-
-        dim = backend.conditioning.dim
-        conditioning = lambda rel: load_features(Path(FLAGS.visual) / Path(rel).with_suffix(".npy"), dim)  # noqa: E731
+    if audio_visual:  # each input's features, read by the method's own loader
+        visual_root = Path(FLAGS.visual)
+        conditioning = lambda rel: backend.load_conditioning(visual_root, rel)  # noqa: E731
     summary = enhance.enhance_files(argv[1], FLAGS.output, enhancer, overwrite=FLAGS.overwrite, log_path=FLAGS.log,
                                     progress=FLAGS.progress, share=share, conditioning=conditioning)
     log_path = FLAGS.log or str(Path(FLAGS.output) / enhance.LOG_NAME)

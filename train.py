@@ -67,9 +67,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from jaxse import training
+    from jaxse.parallel import initialize_distributed
 
-    training.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                                    auto=FLAGS.distributed)
+    initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, auto=FLAGS.distributed)
     import jax
 
     if not FLAGS["verbosity"].present or jax.process_index() != 0:

@@ -37,7 +37,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jaxse.audio import read_audio  # noqa: E402
-from jaxse.enhance import Enhancer, config_class, is_rvae_method, load_backend, make_config  # noqa: E402
+from jaxse import registry  # noqa: E402
+from jaxse.enhance import Enhancer, config_class, load_backend, make_config  # noqa: E402
 from jaxse.evaluation.metrics import estoi, si_sdr  # noqa: E402
 
 ENHANCER_FIELDS = ("chunk_frames",)  # settings of the Enhancer rather than of the method
@@ -67,8 +68,11 @@ def parse_setting(text: str) -> dict:
     return out
 
 
-def is_rvae_checkpoint(path) -> bool:
-    return path is not None and (Path(path) / "rvae.json").is_file()
+def fits_checkpoint(method: str, checkpoint) -> bool:
+    """Whether ``method`` runs on ``checkpoint``: the family its files name (:func:`jaxse.registry.detect_family`;
+    a checkpoint that names none, e.g. a reference file, is of the default family) is the method's."""
+    found = registry.detect_family(checkpoint) or registry.DEFAULT_FAMILY
+    return found == registry.method(method).family
 
 
 def load_mixtures(mix_dir: Path, sample_rate: int) -> list[dict]:
@@ -136,7 +140,7 @@ def main(argv=None) -> int:
           f"ESTOI {report['input_estoi']:.3f}", flush=True)
     for checkpoint in checkpoints:
         for text, setting in settings:
-            if checkpoint is not None and is_rvae_checkpoint(checkpoint) != is_rvae_method(setting["method"]):
+            if checkpoint is not None and not fits_checkpoint(setting["method"], checkpoint):
                 continue
             row = run_one(setting, checkpoint, mixes, inputs, args.seed)
             report["results"].append(row)

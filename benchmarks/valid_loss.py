@@ -22,12 +22,13 @@ import numpy as np  # noqa: E402
 
 from configs.default import data_root  # noqa: E402
 from jaxse import training  # noqa: E402
+from jaxse.core.loading import load_checkpoint  # noqa: E402
 from jaxse.data import CleanSpeechDataset  # noqa: E402
 from jaxse.spectral import SpecConfig  # noqa: E402
 
 
 def valid_loss(checkpoint, frames: int, valid_dir, num_valid: int = 80, batch: int = 8, seed: int = 0) -> dict:
-    model, variables, meta = training.load_checkpoint(checkpoint)
+    model, variables, meta = load_checkpoint(checkpoint)
     spec = SpecConfig(**meta["spec"])
     mesh = training.make_mesh(jax.local_devices()[:1])
     ds = CleanSpeechDataset(valid_dir, sample_rate=spec.sample_rate, crop_frames=frames, spec=spec)

@@ -19,7 +19,7 @@ spec:      STFT and compression (n_fft, hop_length, transform, exponent, factor,
            its sample rate is data.sample_rate.
 data:      train_dir (one directory, or several comma-separated), valid_dir, crop_frames (STFT frames per
            training crop), sample_rate, crop_schedule (progressive crops: "AFTER_STEP:FRAMES[xBATCH],...",
-           see jaxse.training.crop_phases), valid_frames (validation crop length; 0 = crop_frames).
+           see jaxse.data.crop_phases), valid_frames (validation crop length; 0 = crop_frames).
 training:  batch_size (GLOBAL, over all devices and processes), num_steps, lr, b1, b2, eps (Adam),
            ema_decay, seed, log_every, eval_every, checkpoint_every, keep_checkpoints, sample_every (0 = off),
            num_valid (validation crops, cut to whole eval batches), eval_batch_size, init_from (warm start
@@ -70,7 +70,7 @@ def get_config() -> ml_collections.ConfigDict:
         valid_dir=os.path.join(root, "valid"),
         crop_frames=256,
         sample_rate=16000,
-        crop_schedule="",  # "" or "0:64x8,8000:128x4,...": progressive crops (jaxse.training.crop_phases)
+        crop_schedule="",  # "" or "0:64x8,8000:128x4,...": progressive crops (jaxse.data.crop_phases)
         valid_frames=0,  # validation crop frames (0: crop_frames); fixed so the loss compares across phases
     ))
 

@@ -1,8 +1,8 @@
 """jaxse: diffusion-based unsupervised speech enhancement in JAX/Flax.
 
 ``jaxse.enhance(audio_or_path, sample_rate=None, method="udiffse+", checkpoint=None, seed=0)`` enhances one
-recording and returns it (:func:`jaxse.enhance.enhance_audio`; the module :mod:`jaxse.enhance` is the engine and
-is callable). Nothing heavy is imported until it is used.
+recording and returns it (:func:`jaxse.enhance.enhance_audio`; the module :mod:`jaxse.enhance`, the public face of
+the engine :mod:`jaxse.engine`, is callable). Nothing heavy is imported until it is used.
 """
 
 __version__ = "0.1.0"

@@ -8,6 +8,8 @@
 * :func:`write_audio` writes atomically: a hidden temporary file in the target directory, fsync,
   then ``os.replace``; a failed write leaves nothing behind.
 * :func:`find_audio_files` lists audio files under a directory, sorted.
+* :func:`is_silent` and :func:`snr_gain`: the silence test (peak below one 16-bit LSB) and the gain that
+  mixes noise into speech at a given SNR, shared by the test-set mixer and the on-the-fly mixing data set.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from typing import BinaryIO, Callable
 import numpy as np
 import soundfile as sf
 
+from jaxse.errors import one_line
+
+LSB16 = 2.0**-15
+"""One least significant bit of 16-bit audio in [-1, 1): clean audio (and noise) peaking below it is silent."""
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au")
 
 # File extension -> libsndfile major format, passed explicitly when writing (the temporary file's
@@ -87,11 +93,6 @@ class AudioInfo:
         return self.num_frames / self.sample_rate
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
 def _existing_file(path) -> str:
     p = str(path)
     if not os.path.exists(p):
@@ -113,7 +114,7 @@ def probe_audio(path) -> AudioInfo:
     try:
         info = sf.info(p)
     except Exception as exc:  # libsndfile errors, OSError, ...
-        raise AudioError(f"{p}: not a readable audio file ({_one_line(exc)})") from exc
+        raise AudioError(f"{p}: not a readable audio file ({one_line(exc, None)})") from exc
     if info.frames <= 0:
         raise AudioError(f"{p}: empty audio file (0 frames)")
     if info.samplerate <= 0:
@@ -131,7 +132,7 @@ def read_audio(path, target_sr: int | None = None) -> Audio:
     try:
         data, sr = sf.read(p, dtype="float32", always_2d=True)
     except Exception as exc:
-        raise AudioError(f"{p}: not a readable audio file ({_one_line(exc)})") from exc
+        raise AudioError(f"{p}: not a readable audio file ({one_line(exc, None)})") from exc
     num_frames, num_channels = data.shape
     if num_frames == 0 or num_channels == 0:
         raise AudioError(f"{p}: empty audio file (0 frames)")
@@ -189,6 +190,20 @@ def resample(x, sr_in: int, sr_out: int) -> np.ndarray:
     elif n < target:
         y = np.pad(y, [(0, 0)] * (y.ndim - 1) + [(0, target - n)])
     return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def is_silent(x: np.ndarray) -> bool:
+    """True when ``x`` has no energy or never reaches one 16-bit LSB."""
+    return x.size == 0 or float(np.max(np.abs(x))) < LSB16
+
+
+def snr_gain(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> float:
+    """The gain ``g`` with ``10 log10(sum(clean^2) / sum((g noise)^2)) == snr_db`` (computed in float64)."""
+    es = float(np.sum(np.square(clean, dtype=np.float64)))
+    en = float(np.sum(np.square(noise, dtype=np.float64)))
+    if es <= 0.0 or en <= 0.0:
+        raise ValueError("snr_gain needs clean and noise with non-zero energy")
+    return math.sqrt(es / (en * 10.0 ** (snr_db / 10.0)))
 
 
 def _format_for(path: Path) -> str:

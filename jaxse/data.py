@@ -1,4 +1,6 @@
-"""Clean-speech training data for the diffusion prior (numpy only: no jax import here).
+"""Clean-speech training data for the diffusion prior (numpy only: no jax import here): the crop data set
+base shared with the paired data of :mod:`jaxse.sgmse.data` (:class:`CropDataset`), :class:`CleanSpeechDataset`,
+and the crop schedule of a training config (:func:`crop_phases`, :func:`phase_at`, :func:`valid_frames`).
 
 Training rows are random crops of ``spec.crop_length(crop_frames)`` samples (256 frames ->
 32640 samples at 16 kHz), each divided by its own peak magnitude. Validation rows are centre
@@ -135,7 +137,121 @@ def decode_or_silence(decode, length: int, failed: set, index: int, what: str, p
     return arrays[0] if parts == 1 else tuple(arrays)
 
 
-class CleanSpeechDataset:
+class CropDataset:
+    """What every crop data set of the training loop shares (:class:`CleanSpeechDataset`, the paired and mixing
+    data sets of :mod:`jaxse.sgmse.data`): the file lengths, the reference chunk count, the sharding of training
+    batches and the validation batching.
+
+    A subclass sets ``sample_rate``, ``spec``, ``crop_frames``, ``crop_length`` and ``lengths`` (samples of each
+    file at ``sample_rate``, in file-index order) and implements :meth:`global_batch_plan` and :meth:`_rows` (the
+    batch of a list of training rows: an array ``(B, crop_length)``, or a dict of such arrays); a data set whose
+    validation rows are not its training rows overrides :meth:`_valid_rows`.
+    """
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def total_duration(self) -> float:
+        """Total duration in seconds of the (clean) files, from the headers (after trimming with ``trim_top_db``)."""
+        return float(np.sum(self.lengths)) / self.sample_rate
+
+    def num_chunks(self, index: int) -> int:
+        """Non-overlapping whole crops of file ``index``, counted as the reference RVAE recipe does.
+
+        ``(1 + L // hop) // crop_frames`` with ``L`` the file's length and ``hop`` the spec's hop length (the
+        number of centred STFT frames, in whole sequences; chunk ``k`` starts at ``k * crop_length``). Without
+        a ``hop_length`` in the spec: ``L // crop_length``.
+        """
+        length = int(self.lengths[int(index)])
+        hop = getattr(self.spec, "hop_length", None)
+        if hop is None:
+            return length // self.crop_length
+        return (1 + length // int(hop)) // self.crop_frames
+
+    @property
+    def total_chunks(self) -> int:
+        """Sum of :meth:`num_chunks` over the files: the training examples of one reference epoch."""
+        return int(sum(self.num_chunks(i) for i in range(len(self))))
+
+    # ------------------------------------------------------------------ training
+
+    def global_batch_plan(self, seed: int, step: int, global_batch_size: int) -> list:
+        """The rows of the global batch of training step ``step``: a pure function of ``(seed, step)``."""
+        raise NotImplementedError
+
+    def train_batch(self, seed: int, step: int, global_batch_size: int, process_index: int = 0,
+                    process_count: int = 1):
+        """This process's rows of the global training batch: rows ``[p*B/P, (p+1)*B/P)`` of
+        :meth:`global_batch_plan` as float32 ``(B // P, crop_length)`` (a dict of such arrays for a data set
+        with several signals per row)."""
+        lo, hi = _shard_bounds(global_batch_size, process_index, process_count)
+        plan = self.global_batch_plan(seed, step, global_batch_size)[lo:hi]
+        return self._rows(plan)
+
+    def _rows(self, plan):
+        """The batch of the training rows of ``plan``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ validation
+
+    def valid_plan(self, chunks: bool = False) -> list[tuple[int, int]]:
+        """``(file_index, start)`` of every validation example, in order.
+
+        Default: one centre crop per file (start ``(L - crop) // 2``, or 0 for a file shorter than the
+        crop, which is padded). ``chunks=True``: every non-overlapping whole crop of every file
+        (:meth:`num_chunks` of them, starting at ``k * crop_length``), the reference RVAE's validation set.
+        """
+        if chunks:
+            return [(i, k * self.crop_length) for i in range(len(self)) for k in range(self.num_chunks(i))]
+        return [(i, max(int(self.lengths[i]) - self.crop_length, 0) // 2) for i in range(len(self))]
+
+    def num_valid_examples(self, max_examples: int | None = None, chunks: bool = False) -> int:
+        n = len(self) if not chunks else self.total_chunks
+        return n if max_examples is None else min(n, int(max_examples))
+
+    def num_valid_batches(self, batch_size: int, max_examples: int | None = None, chunks: bool = False) -> int:
+        """Number of (full) batches :meth:`valid_batches` yields."""
+        return self.num_valid_examples(max_examples, chunks) // int(batch_size)
+
+    def valid_batches(
+        self,
+        batch_size: int,
+        max_examples: int | None = None,
+        process_index: int = 0,
+        process_count: int = 1,
+        chunks: bool = False,
+    ) -> Iterator:
+        """Deterministic validation batches of the examples of :meth:`valid_plan`, in order.
+
+        Uses the first ``max_examples`` examples (all by default; with ``chunks=False`` one centre crop
+        per sorted file), grouped into global batches of ``batch_size``; each yields this process's rows
+        ``[p*B/P, (p+1)*B/P)`` as float32 ``(batch_size // process_count, crop_length)`` (a dict of such
+        arrays for a data set with several signals per row). The last partial batch is DROPPED (so that
+        every process yields the same number of equally shaped batches and no example is counted twice);
+        :meth:`num_valid_batches` says how many there are. ``ValueError`` if that is zero.
+        """
+        lo, hi = _shard_bounds(batch_size, process_index, process_count)
+        batch_size = int(batch_size)
+        n_batches = self.num_valid_batches(batch_size, max_examples, chunks)
+        if n_batches == 0:
+            raise ValueError(
+                f"batch_size={batch_size} exceeds the {self.num_valid_examples(max_examples, chunks)} validation "
+                "examples: no full batch"
+            )
+        plan = self.valid_plan(chunks)  # arguments checked eagerly, not on first next()
+        return self._iter_valid(plan, batch_size, n_batches, lo, hi)
+
+    def _iter_valid(self, plan, batch_size: int, n_batches: int, lo: int, hi: int) -> Iterator:
+        for b in range(n_batches):
+            yield self._valid_rows(plan, b * batch_size + lo, b * batch_size + hi)
+
+    def _valid_rows(self, plan, start: int, stop: int):
+        """The batch of validation examples ``start .. stop - 1`` of ``plan`` (default: as training rows)."""
+        return self._rows(plan[start:stop])
+
+
+class CleanSpeechDataset(CropDataset):
     """Clean speech under ``root`` (recursive), resampled to ``sample_rate`` on load.
 
     Args:
@@ -262,7 +378,7 @@ class CleanSpeechDataset:
     def with_crop_frames(self, crop_frames: int) -> "CleanSpeechDataset":
         """The same files at another crop length (no file read again: lengths and decoded audio are shared).
 
-        For schedules that change the crop length during training (:func:`jaxse.training.crop_phases`) and for
+        For schedules that change the crop length during training (:func:`crop_phases`) and for
         validating on crops of a fixed length. Not for ``trim_top_db`` datasets, whose file list depends on
         the crop length.
         """
@@ -283,36 +399,10 @@ class CleanSpeechDataset:
 
     # ------------------------------------------------------------------ files and decoding
 
-    def __len__(self) -> int:
-        return len(self._files)
-
     @property
     def files(self) -> list[Path]:
         """The usable files, sorted; indices into this list are the file indices of the plans."""
         return list(self._files)
-
-    @property
-    def total_duration(self) -> float:
-        """Total duration in seconds (from the headers; after trimming with ``trim_top_db``)."""
-        return float(self.lengths.sum()) / self.sample_rate
-
-    def num_chunks(self, index: int) -> int:
-        """Non-overlapping whole crops of file ``index``, counted as the reference RVAE recipe does.
-
-        ``(1 + L // hop) // crop_frames`` with ``L`` the file's length and ``hop`` the spec's hop length (the
-        number of centred STFT frames, in whole sequences; chunk ``k`` starts at ``k * crop_length``). Without
-        a ``hop_length`` in the spec: ``L // crop_length``.
-        """
-        length = int(self.lengths[int(index)])
-        hop = getattr(self.spec, "hop_length", None)
-        if hop is None:
-            return length // self.crop_length
-        return (1 + length // int(hop)) // self.crop_frames
-
-    @property
-    def total_chunks(self) -> int:
-        """Sum of :meth:`num_chunks` over the files: the training examples of one reference epoch."""
-        return int(sum(self.num_chunks(i) for i in range(len(self._files))))
 
     @property
     def cached_indices(self) -> list[int]:
@@ -371,76 +461,6 @@ class CleanSpeechDataset:
         starts = (u * span).astype(np.int64)
         return [(int(i), int(s)) for i, s in zip(idx, starts)]
 
-    def train_batch(
-        self,
-        seed: int,
-        step: int,
-        global_batch_size: int,
-        process_index: int = 0,
-        process_count: int = 1,
-    ) -> np.ndarray:
-        """This process's rows of the global training batch: float32 ``(B // P, crop_length)``.
-
-        Rows ``[p*B/P, (p+1)*B/P)`` of :meth:`global_batch_plan`, each peak-normalised.
-        """
-        lo, hi = _shard_bounds(global_batch_size, process_index, process_count)
-        plan = self.global_batch_plan(seed, step, global_batch_size)[lo:hi]
-        return self._rows(plan)
-
-    # ------------------------------------------------------------------ validation
-
-    def valid_plan(self, chunks: bool = False) -> list[tuple[int, int]]:
-        """``(file_index, start)`` of every validation example, in order.
-
-        Default: one centre crop per file (start ``(L - crop) // 2``, or 0 for a file shorter than the
-        crop, which is padded). ``chunks=True``: every non-overlapping whole crop of every file
-        (:meth:`num_chunks` of them, starting at ``k * crop_length``), the reference RVAE's validation set.
-        """
-        if chunks:
-            return [(i, k * self.crop_length) for i in range(len(self._files)) for k in range(self.num_chunks(i))]
-        return [(i, max(int(self.lengths[i]) - self.crop_length, 0) // 2) for i in range(len(self._files))]
-
-    def num_valid_examples(self, max_examples: int | None = None, chunks: bool = False) -> int:
-        n = len(self._files) if not chunks else sum(self.num_chunks(i) for i in range(len(self._files)))
-        return n if max_examples is None else min(n, int(max_examples))
-
-    def num_valid_batches(self, batch_size: int, max_examples: int | None = None, chunks: bool = False) -> int:
-        """Number of (full) batches :meth:`valid_batches` yields."""
-        return self.num_valid_examples(max_examples, chunks) // int(batch_size)
-
-    def valid_batches(
-        self,
-        batch_size: int,
-        max_examples: int | None = None,
-        process_index: int = 0,
-        process_count: int = 1,
-        chunks: bool = False,
-    ) -> Iterator[np.ndarray]:
-        """Deterministic validation batches: peak-normalised crops of :meth:`valid_plan`, in order.
-
-        Uses the first ``max_examples`` examples (all by default; with ``chunks=False`` one centre crop
-        per sorted file), grouped into global batches of ``batch_size``; each yields this process's rows
-        ``[p*B/P, (p+1)*B/P)`` as float32 ``(batch_size // process_count, crop_length)``. The last
-        partial batch is DROPPED (so that every process yields the same number of equally shaped
-        batches and no example is counted twice); :meth:`num_valid_batches` says how many there are.
-        ``ValueError`` if that is zero.
-        """
-        lo, hi = _shard_bounds(batch_size, process_index, process_count)
-        batch_size = int(batch_size)
-        n_batches = self.num_valid_batches(batch_size, max_examples, chunks)
-        if n_batches == 0:
-            raise ValueError(
-                f"batch_size={batch_size} exceeds the {self.num_valid_examples(max_examples, chunks)} validation "
-                "examples: no full batch"
-            )
-        plan = self.valid_plan(chunks)  # arguments checked eagerly, not on first next()
-        return self._iter_valid(plan, batch_size, n_batches, lo, hi)
-
-    def _iter_valid(self, plan, batch_size: int, n_batches: int, lo: int, hi: int) -> Iterator[np.ndarray]:
-        for b in range(n_batches):
-            rows = plan[b * batch_size + lo:b * batch_size + hi]
-            yield self._rows(rows)
-
     def _rows(self, plan):
         """The batch of the ``(file_index, start)`` rows of ``plan``: peak-normalised crops ``(B, crop_length)``
         (a data set with more per row, e.g. :class:`jaxse.av.data.AVSpeechDataset`, returns a dict)."""
@@ -459,3 +479,48 @@ def _shard_bounds(global_batch_size: int, process_index: int, process_count: int
         )
     per = batch // count
     return p * per, (p + 1) * per
+
+
+# ---------------------------------------------------------------------------------------- crop schedule
+
+
+def crop_phases(config) -> list[tuple[int, int, int]]:
+    """The training crops as ``[(after_step, crop_frames, batch_size), ...]``, from ``data.crop_schedule``.
+
+    ``data.crop_schedule`` is empty (one phase: ``data.crop_frames`` × ``training.batch_size`` throughout) or
+    ``"0:64x8,8000:128x4,16000:256x2"``: from the step after ``after_step`` on, crops of that many frames in
+    global batches of that size (``"8000:128"`` keeps ``training.batch_size``). The first phase starts at 0 and
+    the steps increase. Progressive crops train the network on short sequences first and on sequences
+    closer to the enhancement rows later; equal frames per batch keep the cost per step about the same.
+    """
+    text = str(config.data.get("crop_schedule", "") or "").strip()
+    default_batch = int(config.training.batch_size)
+    if not text:
+        return [(0, int(config.data.crop_frames), default_batch)]
+    phases = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            after, _, shape = part.partition(":")
+            frames, _, batch = shape.partition("x")
+            phases.append((int(after), int(frames), int(batch) if batch else default_batch))
+        except ValueError:
+            raise ValueError(f"data.crop_schedule: bad phase {part!r} (expected AFTER_STEP:FRAMES[xBATCH])") from None
+    steps = [p[0] for p in phases]
+    if steps[0] != 0 or any(b <= a for a, b in zip(steps, steps[1:])):
+        raise ValueError(f"data.crop_schedule={text!r}: the phases must start at step 0 and increase")
+    if any(f < 1 or b < 1 for _, f, b in phases):
+        raise ValueError(f"data.crop_schedule={text!r}: frames and batch sizes must be positive")
+    return phases
+
+
+def phase_at(phases, step: int) -> tuple[int, int, int]:
+    """The phase of :func:`crop_phases` that training step ``step`` (1-based) uses."""
+    return [p for p in phases if p[0] < int(step)][-1] if int(step) > 0 else phases[0]
+
+
+def valid_frames(config) -> int:
+    """Frames of the validation crops: ``data.valid_frames``, or ``data.crop_frames`` when 0 or absent.
+
+    A fixed validation length keeps the loss (a sum over frames) comparable across crop phases.
+    """
+    return int(config.data.get("valid_frames", 0) or config.data.crop_frames)

@@ -6,7 +6,7 @@ files with :func:`assign_shares`: the longest file first, each to the process wi
 by duration and are the same in every process and on every rerun. A process enhances only its share, on its
 own devices (the usual batching and ``shard_map`` over them), skipping outputs that exist, so a killed process
 rerun with the same flags finishes only what it had left. Per-utterance noise keys come from the seed and
-the file's relative path, and on CPU each row is computed on its own (:class:`jaxse.enhance.Enhancer`'s
+the file's relative path, and on CPU each row is computed on its own (:class:`jaxse.engine.batch.Enhancer`'s
 ``row_by_row``), so the outputs are bit-identical to those of a one-process run on the same kind of machine.
 That includes the CPU threads per process: XLA:CPU splits some sums by thread count, so a process pinned to
 one core and one with two differ in the last bit (1 LSB of 16-bit PCM on some samples, measured).
@@ -31,6 +31,9 @@ import os
 import sys
 from pathlib import Path
 from typing import Mapping
+
+from jaxse.errors import one_line
+from jaxse.engine.log import LOG_FIELDS, LOG_NAME
 
 PARTS_SUFFIX = ".parts"
 MERGED_NAME = "merged.json"
@@ -61,7 +64,7 @@ def resolve_share(coordinator_address: str | None = None, num_processes: int | N
 
     With ``coordinator_address`` (``host:port`` of process 0; also ``num_processes`` and ``process_id``) or
     ``auto`` (cluster detection: SLURM, Open MPI, TPU pods...), the process joins the run with
-    :func:`jaxse.training.initialize_distributed` and its share is ``jax.process_index()`` of
+    :func:`jaxse.parallel.initialize_distributed` and its share is ``jax.process_index()`` of
     ``jax.process_count()``. With ``num_processes`` and ``process_id`` alone, the share is just those: no
     coordination at all, so each process (and a rerun of one of them) can start and stop on its own.
     """
@@ -125,8 +128,6 @@ def merge_logs(log_path) -> int:
     again at any time (each part's merged row count is kept in ``merged.json``)."""
     import fcntl
 
-    from jaxse.enhance import LOG_FIELDS
-
     log_path = Path(log_path)
     parts = parts_dir(log_path)
     if not parts.is_dir():
@@ -160,8 +161,6 @@ def main(argv=None) -> int:
     """``python -m jaxse.multihost OUTDIR|LOG``: merge the log parts of a multi-process enhancement run."""
     import argparse
 
-    from jaxse.enhance import LOG_NAME
-
     p = argparse.ArgumentParser(prog="python -m jaxse.multihost",
                                 description="Merge the per-process log parts of a multi-process enhance.py run "
                                             "into its one log (rows not merged yet are appended).")
@@ -172,7 +171,7 @@ def main(argv=None) -> int:
     try:
         n = merge_logs(log_path)
     except (OSError, ValueError) as exc:
-        sys.stderr.write(f"jaxse.multihost: error: {' '.join(str(exc).split())}\n")
+        sys.stderr.write(f"jaxse.multihost: error: {one_line(exc, None)}\n")
         return 2
     print(f"merged {n} new row(s) into {log_path}")
     return 0

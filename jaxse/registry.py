@@ -24,7 +24,7 @@ from typing import Any
 
 # family name -> "module:attribute" of its Family object.
 _FAMILIES = {
-    "ncsnpp": "jaxse.diffusion.family:FAMILY",  # the diffusion prior of UDiffSE/UDiffSE+ (NCSN++/NCSN++M)
+    "ncsnpp": "jaxse.prior.family:FAMILY",  # the diffusion prior of UDiffSE/UDiffSE+ (NCSN++/NCSN++M)
     "rvae": "jaxse.rvae.family:FAMILY",  # the RVAE speech model of the RVAE-EM baselines
     "sgmse": "jaxse.sgmse.family:SGMSE_FAMILY",  # SGMSE+: score model conditioned on the noisy speech
     "supervised": "jaxse.sgmse.family:SUPERVISED_FAMILY",  # the supervised (predictive) baseline
@@ -55,6 +55,8 @@ class Family:
     has_sampler: bool = False  # can write prior samples during training (``training.sample_every``)
     counts_epochs: bool = False  # its runs are measured in epochs (logged ``train/epoch``)
     batch_fields: tuple[str, ...] = ("waves",)  # the waveform arrays (B, L) of its training batches
+    # Train metrics of its steps logged as their latest value rather than averaged over the logging interval.
+    last_value_metrics: tuple[str, ...] = ("ema_decay",)
 
     def model_from_config(self, config):
         """The model object (hashable, ``to_dict``/``init_variables``/``abstract_variables``)."""
@@ -123,11 +125,45 @@ class Family:
         """Write an inference export of ``variables`` at ``directory`` (which does not exist yet)."""
         raise NotImplementedError
 
+    def export_checkpoint(self, workdir: Path, step: int, output, records: dict) -> tuple[Path, str]:
+        """Export checkpoint ``step`` of the training run in ``workdir`` at ``output`` (``python -m jaxse.export``):
+        ``(path written, the line the command prints)``. ``records``: the validation records of the run's
+        ``metrics.jsonl`` by step (``{"valid/loss": ..., ...}``)."""
+        raise NotImplementedError(f"the {self.name} family has no export of training checkpoints")
+
+    def patience_start(self, objective) -> int:
+        """The step before which a run does not count towards early stopping (e.g. the end of a KL warm-up):
+        patience runs from the best step or from this one, whichever is later. ``objective``: the family's
+        :meth:`objective` of the run."""
+        return 0
+
+    def prior_sampler(self, num_steps: int | None = None):
+        """The sampler of this family's prior (its recipe's settings; ``num_steps`` reverse steps when given): an
+        object with ``num_steps``, ``nfe``, ``nfe_per_step``, ``to_dict()``, ``replace(num_steps=...)``, and,
+        for a model of the family, ``sample(model, variables, key, shape, debug_loop=False)``, one step
+        ``step(model, variables, state, key, t, dt, last)`` and the inputs of its steps
+        ``loop_inputs(model, key, shape)`` (what the benchmark times). Only a family with a prior sampler."""
+        raise NotImplementedError(f"the {self.name} family has no prior sampler")
+
     def detect_directory(self, path: Path) -> str | None:
         """The family name when ``path`` (a directory) is in a format of this family's own (e.g. the RVAE's
         ``rvae.json``), else ``None``. Directories in the common checkpoint layout are recognised by
         :func:`detect_family` from their metadata; a family only claims formats of its own here."""
         return None
+
+    def reference_model(self, layout):
+        """The model of this family that a reference NCSN++ state_dict of this
+        :class:`jaxse.diffusion.convert.ReferenceLayout` belongs to, or ``None`` when it is not one of this
+        family's layouts (reference checkpoint import asks every family in turn)."""
+        return None
+
+    def reference_state(self, state: dict) -> dict:
+        """A reference state_dict without the entries this family does not import (default: all kept)."""
+        return state
+
+    def describe_model(self, model) -> str:
+        """A few words naming the kind of model (``python -m jaxse.convert`` prints them)."""
+        return f"{self.name} model"
 
 
 def family_names() -> tuple[str, ...]:
@@ -201,6 +237,9 @@ class Method:
         default one).
       default_checkpoint: the folder under ``jaxse/assets`` of the shipped checkpoint.
       conditioning: name of an extra per-utterance input the posterior takes (``None``: none).
+      backend: ``"module:function"``, ``function(model, variables, cfg, spec) -> MethodBackend``: the method's
+        backend for a model of its family and variables of any origin (e.g. random weights in the benchmark;
+        ``None``: the method has none).
     """
 
     name: str
@@ -210,6 +249,7 @@ class Method:
     loader: str
     default_checkpoint: str
     conditioning: str | None = None
+    backend: str | None = None
 
     @property
     def settings_class(self):
@@ -226,15 +266,22 @@ class Method:
     def load_backend(self, checkpoint, cfg):
         return _resolve(self.loader)(checkpoint, cfg)
 
+    def make_backend(self, model, variables, cfg, spec):
+        """The method's backend (settings ``cfg``, spectral settings ``spec``) for ``model``, a model of its
+        family (:meth:`Family.model_from_config`), with ``variables`` of any origin (trained or random)."""
+        if self.backend is None:
+            raise RegistryError(f"the method {self.name!r} has no backend for a given model")
+        return _resolve(self.backend)(model, variables, cfg, spec)
+
 
 def _diffusion(name: str) -> Method:
     return Method(name, "ncsnpp", "jaxse.diffusion.udiffse:PosteriorConfig", name,
-                  "jaxse.diffusion.backend:load_backend", "prior")
+                  "jaxse.prior.backend:load_backend", "prior", backend="jaxse.diffusion.backend:DiffusionBackend")
 
 
 def _rvae(algorithm: str) -> Method:
     return Method("rvae-" + algorithm, "rvae", "jaxse.rvae.posterior:RVAEPosteriorConfig", algorithm,
-                  "jaxse.rvae.backend:load_backend", "rvae")
+                  "jaxse.rvae.backend:load_backend", "rvae", backend="jaxse.rvae.backend:make_backend")
 
 
 # Kept in sync with jaxse.diffusion.udiffse.METHODS and jaxse.rvae.posterior.METHODS (tested).
@@ -242,13 +289,13 @@ _METHODS = {m.name: m for m in (
     _diffusion("udiffse"), _diffusion("udiffse+"),
     _rvae("vem"), _rvae("mhem"), _rvae("malaem"), _rvae("ldem"),
     Method("sgmse+", "sgmse", "jaxse.sgmse.backend:SGMSEConfig", "sgmse+", "jaxse.sgmse.backend:load_sgmse",
-           "sgmse"),
+           "sgmse", backend="jaxse.sgmse.backend:SGMSEBackend"),
     Method("supervised", "supervised", "jaxse.sgmse.backend:SupervisedConfig", "supervised",
-           "jaxse.sgmse.backend:load_supervised", "supervised"),
+           "jaxse.sgmse.backend:load_supervised", "supervised", backend="jaxse.sgmse.backend:SupervisedBackend"),
     Method("av-udiffse", "av", "jaxse.diffusion.udiffse:PosteriorConfig", "udiffse", "jaxse.av.backend:load_backend",
-           "av", conditioning="visual features"),
+           "av", conditioning="visual features", backend="jaxse.av.backend:AVBackend"),
     Method("av-udiffse+", "av", "jaxse.diffusion.udiffse:PosteriorConfig", "udiffse+",
-           "jaxse.av.backend:load_backend", "av", conditioning="visual features"),
+           "jaxse.av.backend:load_backend", "av", conditioning="visual features", backend="jaxse.av.backend:AVBackend"),
 )}
 METHODS = tuple(_METHODS)  # enhance.py --method choices, in the order the help lists them
 
@@ -269,3 +316,28 @@ def method_named_by(family_name: str, settings_method: str) -> str:
         if _METHODS[n].settings_method == settings_method:
             return n
     raise RegistryError(f"no {family_name} method has the settings method {settings_method!r}")
+
+
+# ---------------------------------------------------------------------------------------- registering
+
+
+def register_family(name: str, target: str) -> None:
+    """Add a family: ``target`` is ``"module:attribute"`` of its :class:`Family` object (imported when first
+    asked for). The built-in families are the table at the top of this module; this is for a family that lives
+    outside the package (a plug-in, a test's toy family). ``RegistryError`` if the name is taken."""
+    if name in _FAMILIES:
+        raise RegistryError(f"model family {name!r} is already registered")
+    if ":" not in target:
+        raise RegistryError(f"family target {target!r} is not 'module:attribute'")
+    _FAMILIES[name] = target
+
+
+def register_method(m: Method) -> None:
+    """Add an enhancement method (its family must be registered). ``RegistryError`` if the name is taken."""
+    global METHODS
+    if m.name in _METHODS:
+        raise RegistryError(f"method {m.name!r} is already registered")
+    if m.family not in _FAMILIES:
+        raise RegistryError(f"method {m.name!r}: unknown model family {m.family!r} (register it first)")
+    _METHODS[m.name] = m
+    METHODS = tuple(_METHODS)

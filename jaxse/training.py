@@ -1,9 +1,10 @@
 """The training loop of every model family (``train.py``): state, optimizer, EMA, data, parallelism,
-checkpoints, logs and resume. The family (``config.model.family``, :mod:`jaxse.registry`) supplies the model,
-its spectral settings, the loss (train and eval steps: the diffusion prior's denoising score matching in
-:mod:`jaxse.diffusion.training`, the RVAE's β-ELBO in :mod:`jaxse.rvae.training`), prior samples, warm start,
-checkpoint loading and export. Optimizer: Adam (lr 1e-4, b1 .9, b2 .999, eps 1e-8 for the diffusion prior),
-no clipping, constant rate after an optional linear warm-up; EMA (families that keep one):
+checkpoints, logs and resume. The family (``config.model.family``, :mod:`jaxse.registry`; resolved once per
+run and passed down) supplies the model, its spectral settings, the loss (train and eval steps: the diffusion
+prior's denoising score matching in :mod:`jaxse.diffusion.training`, the RVAE's β-ELBO in
+:mod:`jaxse.rvae.training`), prior samples, warm start, checkpoint loading and export, the metrics logged as
+their last value and the start of early-stopping patience. Optimizer: Adam (lr 1e-4, b1 .9, b2 .999, eps 1e-8
+for the diffusion prior), no clipping, constant rate after an optional linear warm-up; EMA (families that keep one):
 ``ema ← ema − (1 − d_k)·(ema − params)``, ``d_k = min(decay, (1 + k)/(10 + k))``.
 
 EMA warm-up convention (torch_ema ``use_num_updates=True``): ``update()`` first increments its counter and
@@ -25,7 +26,12 @@ Each process loads only its rows of the global batch and the global array is ass
 
 Checkpoints (orbax, ``WORKDIR/checkpoints/<step>``) hold two items: ``state`` (the full TrainState) and
 ``metadata`` (JSON: the config, ``model.to_dict()``, ``spec.to_dict()``, sample rate, step, jaxse
-version). :func:`load_checkpoint` rebuilds the model from the metadata alone.
+version). :func:`jaxse.core.loading.load_checkpoint` rebuilds the model from the metadata alone (checkpoint
+I/O and the :class:`~jaxse.core.train_state.TrainState` live in :mod:`jaxse.core`; the names below are
+re-exported here for existing callers).
+
+The run is set up by :func:`_setup` (config, family, model, data: a :class:`_Run`), then trained by a
+:class:`_Trainer` (state, loop, validation, samples, exports of new bests, checkpoints).
 
 Public API (all importable; :func:`train_and_evaluate` is what ``train.py`` runs):
 
@@ -35,10 +41,15 @@ Public API (all importable; :func:`train_and_evaluate` is what ``train.py`` runs
 * config -> objects: :func:`model_from_config`, :func:`spec_from_config`, :func:`optimizer_from_config`,
   :func:`validate_config`;
 * parallelism: :func:`make_mesh`, :func:`replicated`, :func:`batch_sharding`, :func:`global_batch`,
-  :func:`to_host`, :func:`make_train_step`, :func:`make_eval_step`, :func:`make_sample_fn`,
-  :func:`initialize_distributed`;
-* checkpoints: :func:`checkpoint_manager`, :func:`checkpoint_metadata`, :func:`save_checkpoint`,
-  :func:`restore_train_state`, :func:`read_checkpoint_metadata`, :func:`load_checkpoint`.
+  :func:`to_host`, :func:`make_train_step`, :func:`make_eval_step`, :func:`make_sample_fn`
+  (``initialize_distributed``: :mod:`jaxse.parallel`);
+* checkpoints (from :mod:`jaxse.core.checkpoint` and :mod:`jaxse.core.loading`): :func:`checkpoint_manager`,
+  :func:`checkpoint_metadata`, :func:`save_checkpoint`, :func:`restore_train_state`,
+  :func:`read_checkpoint_metadata`, :func:`load_checkpoint`;
+* crop schedule (from :mod:`jaxse.data`): :func:`crop_phases`, :func:`phase_at`, :func:`valid_frames`.
+
+Functions that take a model also take its ``family`` (a :class:`jaxse.registry.Family`) where the caller has
+it; without it the family is looked up from the model.
 
 Validation loss and checkpoints are also produced at the last step, whatever the intervals.
 
@@ -53,7 +64,8 @@ RVAE config, available to both families:
 * ``training.num_epochs`` with ``training.num_steps = 0``: the run length in epochs of
   ``ceil(chunks / batch_size)`` steps (``chunks``: :attr:`jaxse.data.CleanSpeechDataset.total_chunks`);
 * ``training.early_stop_patience_epochs`` (> 0): stop when the validation loss has not improved for that
-  many epochs (counted from the end of the RVAE's KL warm-up at the earliest); the best step and loss are
+  many epochs (counted from the family's :meth:`~jaxse.registry.Family.patience_start` at the earliest: the
+  end of the RVAE's KL warm-up); the best step and loss are
   stored in every checkpoint's metadata (``"best"``), so a resumed run stops where the uninterrupted one does;
 * ``training.keep_best``: also keep the checkpoint with the lowest validation loss (orbax ``BestN``) besides
   the ``keep_checkpoints`` newest, saving a checkpoint whenever the validation loss improves;
@@ -66,8 +78,8 @@ Long runs on small machines (both families unless noted):
   learning-rate warm-up (:func:`optimizer_from_config`); a workdir with checkpoints resumes and ignores it. The
   source's validation loss is measured first and is the bar for the first export;
 * ``data.crop_schedule`` and ``data.valid_frames`` (diffusion prior): progressive crops with a fixed
-  validation length (:func:`crop_phases`, :func:`valid_frames`); the data of step ``s`` stay a pure function of
-  ``(seed, s)``, so resuming across a phase change is exact;
+  validation length (:func:`jaxse.data.crop_phases`, :func:`jaxse.data.valid_frames`); the data of step ``s``
+  stay a pure function of ``(seed, s)``, so resuming across a phase change is exact;
 * ``training.export_dir`` (single process): every new lowest validation loss is exported there, replacing the
   previous export atomically (:func:`jaxse.export.export_training_variables`), so that a lost workdir costs
   only the optimizer state;
@@ -78,7 +90,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import math
 import time
@@ -89,22 +100,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 import jaxse
 from jaxse import registry
-from jaxse.core.checkpoint import (METADATA_ITEM, STATE_ITEM, checkpoint_manager, checkpoint_metadata,  # noqa: F401
-                                   read_checkpoint_metadata, restore_metadata, restore_train_state, save_checkpoint)
+from jaxse.core.checkpoint import (checkpoint_manager, checkpoint_metadata, read_checkpoint_metadata,  # noqa: F401
+                                   restore_metadata, restore_train_state, save_checkpoint)
+from jaxse.errors import one_line
 from jaxse.core.loading import load_checkpoint  # noqa: F401
 from jaxse.core.train_state import TrainState, ema_decay_at, ema_update  # noqa: F401
-from jaxse.parallel import batch_sharding, initialize_distributed, replicated, to_host, to_host_tree  # noqa: F401
+from jaxse.data import crop_phases, phase_at, valid_frames  # noqa: F401  (re-exported: the crop schedule)
+from jaxse.parallel import batch_sharding, replicated, to_host, to_host_tree
 from jaxse.pytree import count_params
 
 logger = logging.getLogger(__name__)
 
 DATA_AXIS = "data"
-# Train metrics logged as their latest value rather than averaged over the logging interval.
-_LAST_VALUE_METRICS = ("ema_decay", "kl_weight")
 
 # Sub-keys of the run key (``PRNGKey(seed)``), by purpose.
 _KEY_INIT, _KEY_TRAIN, _KEY_VALID, _KEY_SAMPLE = range(4)
@@ -113,14 +124,19 @@ _KEY_INIT, _KEY_TRAIN, _KEY_VALID, _KEY_SAMPLE = range(4)
 # ------------------------------------------------------------------------------ config -> objects
 
 
-def uses_ema(model) -> bool:
+def _family_of(model, family: registry.Family | None) -> registry.Family:
+    """``family``, or the model's family (:func:`jaxse.registry.family_of_model`) when the caller has none."""
+    return registry.family_of_model(model) if family is None else family
+
+
+def uses_ema(model, family: registry.Family | None = None) -> bool:
     """Whether the model's family keeps an EMA of the parameters (the diffusion prior does, the RVAE not)."""
-    return registry.family_of_model(model).uses_ema
+    return _family_of(model, family).uses_ema
 
 
-def eval_variables(state: TrainState, model) -> dict:
+def eval_variables(state: TrainState, model, family: registry.Family | None = None) -> dict:
     """The variables validation, samples and export use: the EMA ones, or the params without EMA."""
-    return state.ema_variables if uses_ema(model) else state.variables
+    return state.ema_variables if uses_ema(model, family) else state.variables
 
 
 def model_from_config(config):
@@ -158,7 +174,8 @@ def _run_keys(seed: int):
     return jax.random.split(jax.random.PRNGKey(int(seed)), 4)
 
 
-def init_train_state(model, tx: optax.GradientTransformation, seed: int, num_bins: int = 256) -> TrainState:
+def init_train_state(model, tx: optax.GradientTransformation, seed: int, num_bins: int = 256,
+                     family: registry.Family | None = None) -> TrainState:
     """A fresh :class:`TrainState` (traceable; :func:`create_train_state` jits it onto a mesh)."""
     keys = _run_keys(seed)
     variables = model.init(keys[_KEY_INIT], num_bins)
@@ -166,30 +183,32 @@ def init_train_state(model, tx: optax.GradientTransformation, seed: int, num_bin
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        ema_params=jax.tree.map(lambda p: jnp.array(p, copy=True), params) if uses_ema(model) else None,
+        ema_params=jax.tree.map(lambda p: jnp.array(p, copy=True), params) if uses_ema(model, family) else None,
         opt_state=tx.init(params),
         constants=variables["constants"],
         key=keys[_KEY_TRAIN],
     )
 
 
-def create_train_state(model, tx, seed: int, num_bins: int = 256, mesh: Mesh | None = None) -> TrainState:
+def create_train_state(model, tx, seed: int, num_bins: int = 256, mesh: Mesh | None = None,
+                       family: registry.Family | None = None) -> TrainState:
     """A fresh TrainState, replicated over ``mesh`` (default: :func:`make_mesh`)."""
     mesh = make_mesh() if mesh is None else mesh
-    fn = functools.partial(init_train_state, model, tx, int(seed), int(num_bins))
+    fn = functools.partial(init_train_state, model, tx, int(seed), int(num_bins), family)
     return jax.jit(fn, out_shardings=replicated(mesh))()
 
 
-def abstract_train_state(model, tx, seed: int = 0, num_bins: int = 256, mesh: Mesh | None = None):
+def abstract_train_state(model, tx, seed: int = 0, num_bins: int = 256, mesh: Mesh | None = None,
+                         family: registry.Family | None = None):
     """Shapes, dtypes and (replicated) shardings of the TrainState, for restoring without allocating."""
     mesh = make_mesh() if mesh is None else mesh
-    shapes = jax.eval_shape(functools.partial(init_train_state, model, tx, int(seed), int(num_bins)))
+    shapes = jax.eval_shape(functools.partial(init_train_state, model, tx, int(seed), int(num_bins), family))
     sharding = replicated(mesh)
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
-def warm_start_state(state: TrainState, model, source, mesh: Mesh, steps_per_epoch: int | None = None
-                     ) -> tuple[TrainState, dict]:
+def warm_start_state(state: TrainState, model, source, mesh: Mesh, steps_per_epoch: int | None = None,
+                     family: registry.Family | None = None) -> tuple[TrainState, dict]:
     """``state`` with the weights of a trained model: ``(state, info)``, for ``training.init_from``.
 
     ``source``: an exported prior, a training workdir or checkpoint (diffusion: its EMA weights become both
@@ -200,7 +219,7 @@ def warm_start_state(state: TrainState, model, source, mesh: Mesh, steps_per_epo
     warm-up is counted in epochs, and the data may differ from the source's). The source's architecture
     must equal ``model``'s: ``ValueError`` otherwise.
     """
-    variables, step = registry.family_of_model(model).warm_start(model, Path(source), steps_per_epoch)
+    variables, step = _family_of(model, family).warm_start(model, Path(source), steps_per_epoch)
     rep = replicated(mesh)
     host = jax.tree.map(np.asarray, jax.device_get(variables["params"]))
     # Separate device buffers for params and EMA (the train step donates the whole state).
@@ -234,32 +253,31 @@ def global_batch(local_rows, mesh: Mesh):
     return jax.make_array_from_process_local_data(batch_sharding(mesh), local_rows, global_shape)
 
 
-def make_train_step(model, spec, tx, ema_decay: float, mesh: Mesh, objective=None) -> Callable:
+def make_train_step(model, spec, tx, ema_decay: float, mesh: Mesh, objective=None,
+                    family: registry.Family | None = None) -> Callable:
     """Jitted ``(state, batch) -> (state, metrics)`` of the model's family; ``batch`` is a dict of arrays
     (``{"waves": (B, L)}`` for the clean-speech families) sharded on ``"data"``, the state replicated and
     donated. ``objective``: the family's loss settings (:meth:`jaxse.registry.Family.objective`; ``None``:
     its defaults); ``ema_decay`` is unused by a family without EMA."""
-    fn = registry.family_of_model(model).train_step(model, spec, tx, float(ema_decay), objective)
+    fn = _family_of(model, family).train_step(model, spec, tx, float(ema_decay), objective)
     rep = replicated(mesh)
     return jax.jit(fn, in_shardings=(rep, batch_sharding(mesh)), out_shardings=(rep, rep), donate_argnums=(0,))
 
 
-def make_eval_step(model, spec, mesh: Mesh, objective=None) -> Callable:
+def make_eval_step(model, spec, mesh: Mesh, objective=None, family: registry.Family | None = None) -> Callable:
     """Jitted ``(variables, batch, key) -> {"loss": scalar, ...}`` (replicated) of the model's family."""
-    fn = registry.family_of_model(model).eval_step(model, spec, objective)
+    fn = _family_of(model, family).eval_step(model, spec, objective)
     rep = replicated(mesh)
     return jax.jit(fn, in_shardings=(rep, batch_sharding(mesh), rep), out_shardings=rep)
 
 
-def make_sample_fn(model, spec, mesh: Mesh, config, pc_config=None) -> Callable:
+def make_sample_fn(model, spec, mesh: Mesh, config, pc_config=None, family: registry.Family | None = None
+                   ) -> Callable:
     """Jitted ``(variables, key) -> waves (num_samples, crop_length(num_frames))`` of ``config.sampling``:
     prior samples of a family with a sampler (replicated: every process gets the same waves)."""
-    fn = registry.family_of_model(model).sample_fn(model, spec, config, pc_config)
+    fn = _family_of(model, family).sample_fn(model, spec, config, pc_config)
     rep = replicated(mesh)
     return jax.jit(fn, in_shardings=(rep, rep), out_shardings=rep)
-
-
-# ------------------------------------------------------------------------------------ multi-host
 
 
 # ------------------------------------------------------------------------------------ main loop
@@ -270,7 +288,7 @@ def _check_divisible(what: str, n: int, by: int, unit: str) -> None:
         raise ValueError(f"{what}={n} is not a multiple of the {unit} ({by})")
 
 
-def validate_config(config, model, mesh: Mesh) -> None:
+def validate_config(config, model, mesh: Mesh, family: registry.Family | None = None) -> None:
     tc = config.training
     n_dev = mesh.devices.size
     _check_divisible("training.batch_size", int(tc.batch_size), n_dev, "number of devices")
@@ -286,7 +304,7 @@ def validate_config(config, model, mesh: Mesh) -> None:
     if str(tc.get("export_dir", "") or "") and jax.process_count() > 1:
         raise ValueError("training.export_dir works in single-process runs; in a multi-process run export "
                          "with python -m jaxse.export WORKDIR")
-    registry.family_of_model(model).validate_config(config, model)
+    _family_of(model, family).validate_config(config, model)
 
 
 def _due(step: int, every: int, last: int) -> bool:
@@ -302,48 +320,6 @@ def _batch_dict(rows) -> dict:
     return rows if isinstance(rows, dict) else {"waves": rows}
 
 
-def crop_phases(config) -> list[tuple[int, int, int]]:
-    """The training crops as ``[(after_step, crop_frames, batch_size), ...]``, from ``data.crop_schedule``.
-
-    ``data.crop_schedule`` is empty (one phase: ``data.crop_frames`` × ``training.batch_size`` throughout) or
-    ``"0:64x8,8000:128x4,16000:256x2"``: from the step after ``after_step`` on, crops of that many frames in
-    global batches of that size (``"8000:128"`` keeps ``training.batch_size``). The first phase starts at 0 and
-    the steps increase. Progressive crops train the network on short sequences first and on sequences
-    closer to the enhancement rows later; equal frames per batch keep the cost per step about the same.
-    """
-    text = str(config.data.get("crop_schedule", "") or "").strip()
-    default_batch = int(config.training.batch_size)
-    if not text:
-        return [(0, int(config.data.crop_frames), default_batch)]
-    phases = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        try:
-            after, _, shape = part.partition(":")
-            frames, _, batch = shape.partition("x")
-            phases.append((int(after), int(frames), int(batch) if batch else default_batch))
-        except ValueError:
-            raise ValueError(f"data.crop_schedule: bad phase {part!r} (expected AFTER_STEP:FRAMES[xBATCH])") from None
-    steps = [p[0] for p in phases]
-    if steps[0] != 0 or any(b <= a for a, b in zip(steps, steps[1:])):
-        raise ValueError(f"data.crop_schedule={text!r}: the phases must start at step 0 and increase")
-    if any(f < 1 or b < 1 for _, f, b in phases):
-        raise ValueError(f"data.crop_schedule={text!r}: frames and batch sizes must be positive")
-    return phases
-
-
-def phase_at(phases, step: int) -> tuple[int, int, int]:
-    """The phase of :func:`crop_phases` that training step ``step`` (1-based) uses."""
-    return [p for p in phases if p[0] < int(step)][-1] if int(step) > 0 else phases[0]
-
-
-def valid_frames(config) -> int:
-    """Frames of the validation crops: ``data.valid_frames``, or ``data.crop_frames`` when 0 or absent.
-
-    A fixed validation length keeps the loss (a sum over frames) comparable across crop phases.
-    """
-    return int(config.data.get("valid_frames", 0) or config.data.crop_frames)
-
-
 def _run_length(config, steps_per_epoch: int) -> int:
     """``training.num_steps``, or ``training.num_epochs × steps_per_epoch`` when num_steps is 0."""
     tc = config.training
@@ -353,216 +329,314 @@ def _run_length(config, steps_per_epoch: int) -> int:
     return num_steps
 
 
-def train_and_evaluate(config, workdir) -> TrainState:
-    """Train (or resume) the model described by ``config`` in ``workdir``; returns the final TrainState.
+# ------------------------------------------------------------------------------------ setup
 
-    Writes ``WORKDIR/checkpoints`` (all processes, collectively), and on process 0 only ``WORKDIR/tb``,
-    ``WORKDIR/metrics.jsonl`` and ``WORKDIR/samples/step_XXXXXX_k.wav``. An existing checkpoint is resumed.
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """A training run as :func:`_setup` builds it: the config, its family (resolved once), the family's model,
+    spectral settings and objective, the optimizer, the mesh, the data sets and the run length."""
+
+    config: Any
+    workdir: Path
+    family: registry.Family
+    model: Any
+    spec: Any
+    tx: optax.GradientTransformation
+    mesh: Mesh
+    train_ds: Any
+    valid_ds: Any  # None without ``data.valid_dir``
+    phases: list  # :func:`crop_phases` of the config
+    phase_data: dict  # crop frames -> the training data set at that crop length
+    steps_per_epoch: int
+    num_steps: int
+    objective: Any  # the family's loss settings (:meth:`jaxse.registry.Family.objective`)
+
+
+def _setup(config, workdir) -> _Run:
+    """The :class:`_Run` of ``config`` in ``workdir`` (created on process 0).
+
+    Everything that can be wrong with the config or the data fails here as a one-line :class:`SetupError`,
+    before the workdir is touched.
     """
-    from jaxse.logging_utils import MetricWriter, ProgressBar
-
     workdir = Path(workdir)
-    tc = config.training
-    pidx, pcount = jax.process_index(), jax.process_count()
-    lead = pidx == 0
-
-    # Everything that can be wrong with the config or the data fails here, before the workdir is touched.
     try:
         family = registry.family_of_config(config)
         model = family.model_from_config(config)
         spec = family.spec_from_config(config)
         tx = optimizer_from_config(config)
         mesh = make_mesh()
-        validate_config(config, model, mesh)
+        validate_config(config, model, mesh, family=family)
         train_ds = family.make_dataset(config, spec, "train", int(config.data.crop_frames))
         valid_ds = family.make_dataset(config, spec, "valid", valid_frames(config)) if config.data.valid_dir else None
     except (ValueError, OSError) as exc:
-        raise SetupError(" ".join(str(exc).split())) from exc
-    if lead:
+        raise SetupError(one_line(exc, None)) from exc
+    if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
-    batch_size, seed = int(tc.batch_size), int(tc.seed)
-    ema = uses_ema(model)
-
     phases = crop_phases(config)
     phase_data = {frames: train_ds.with_crop_frames(frames) for _, frames, _ in phases}
-    steps_per_epoch = max(1, math.ceil(train_ds.total_chunks / batch_size))
-    num_steps = _run_length(config, steps_per_epoch)
-    objective = family.objective(config, steps_per_epoch)
-    extra_meta: dict = {}
-    data_info = family.data_info(train_ds, steps_per_epoch)
-    if data_info:
-        extra_meta["data"] = data_info
+    steps_per_epoch = max(1, math.ceil(train_ds.total_chunks / int(config.training.batch_size)))
+    return _Run(config=config, workdir=workdir, family=family, model=model, spec=spec, tx=tx, mesh=mesh,
+                train_ds=train_ds, valid_ds=valid_ds, phases=phases, phase_data=phase_data,
+                steps_per_epoch=steps_per_epoch, num_steps=_run_length(config, steps_per_epoch),
+                objective=family.objective(config, steps_per_epoch))
 
-    keep_best = bool(tc.get("keep_best", False))
-    manager = checkpoint_manager(workdir, keep=int(tc.keep_checkpoints), keep_best=keep_best)
-    abstract = abstract_train_state(model, tx, seed, spec.num_bins, mesh)
-    state = restore_train_state(manager, abstract)
-    best_step, best_loss = None, math.inf
-    init_from = str(tc.get("init_from", "") or "")
-    warm = None
-    if state is None:
-        state = create_train_state(model, tx, seed, spec.num_bins, mesh)
+
+# ------------------------------------------------------------------------------------ main loop
+
+
+class _Trainer:
+    """The training of one :class:`_Run`: its state (resumed, warm-started or fresh), the compiled steps, the
+    best validation loss so far (kept in every checkpoint's metadata, for exact resumes), logs, samples,
+    exports of new bests and checkpoints."""
+
+    def __init__(self, run: _Run):
+        from jaxse.logging_utils import MetricWriter, ProgressBar
+
+        self.run = run
+        self.tc = tc = run.config.training
+        self.pidx, self.pcount = jax.process_index(), jax.process_count()
+        self.lead = self.pidx == 0
+        self.seed = int(tc.seed)
+        self.extra_meta: dict = {}
+        data_info = run.family.data_info(run.train_ds, run.steps_per_epoch)
+        if data_info:
+            self.extra_meta["data"] = data_info
+        self.keep_best = bool(tc.get("keep_best", False))
+        self.manager = checkpoint_manager(run.workdir, keep=int(tc.keep_checkpoints), keep_best=self.keep_best)
+        self.best_step, self.best_loss = None, math.inf
+        self.state, self.start, self.warm = self._initial_state()
+        self.export_dir = str(tc.get("export_dir", "") or "")
+        self.valid = self._valid_set()
+        self.p_train = make_train_step(run.model, run.spec, run.tx, float(tc.ema_decay), run.mesh,
+                                       objective=run.objective, family=run.family)
+        self.p_eval = make_eval_step(run.model, run.spec, run.mesh, objective=run.objective, family=run.family)
+        self.keys = _run_keys(self.seed)
+        self.sample_fn = None
+        if int(tc.sample_every) > 0:
+            self.sample_fn = make_sample_fn(run.model, run.spec, run.mesh, run.config, family=run.family)
+        self.patience_epochs = int(tc.get("early_stop_patience_epochs", 0))
+        self.patience_steps = self.patience_epochs * run.steps_per_epoch if self.patience_epochs > 0 else None
+        self.patience_from = run.family.patience_start(run.objective)  # e.g. the end of the RVAE's KL warm-up
+        self.writer = MetricWriter(run.workdir, enabled=self.lead, resume_step=self.start)
+        self.bar = ProgressBar(run.num_steps, initial=self.start, enabled=self.lead)
+        self.pending: list = []  # per-step metrics (device arrays) since the last log
+        self.t_log, self.n_log = time.perf_counter(), 0
+        self.prev = None
+        self.last_loss = math.nan
+        self.valid_loss = None
+
+    # ---------------------------------------------------------------------------- setup of the state
+
+    def _initial_state(self) -> tuple[TrainState, int, dict | None]:
+        """``(state, start step, warm-start info or None)``: the workdir's latest checkpoint (and its best
+        validation step and loss), else a fresh state, warm-started from ``training.init_from`` when given."""
+        run = self.run
+        abstract = abstract_train_state(run.model, run.tx, self.seed, run.spec.num_bins, run.mesh, family=run.family)
+        state = restore_train_state(self.manager, abstract)
+        if state is not None:
+            start = int(to_host(state.step))
+            logger.info("resumed from %s at step %d", self.manager.directory, start)
+            best = restore_metadata(self.manager, start).get("best") or {}
+            if best.get("step") is not None:
+                self.best_step, self.best_loss = int(best["step"]), float(best["valid_loss"])
+            return state, start, None
+        state = create_train_state(run.model, run.tx, self.seed, run.spec.num_bins, run.mesh, family=run.family)
+        init_from = str(self.tc.get("init_from", "") or "")
+        warm = None
         if init_from:
-            state, warm = warm_start_state(state, model, init_from, mesh, steps_per_epoch)
-            extra_meta["init_from"] = warm
-        start = int(to_host(state.step))
-    else:
-        start = int(to_host(state.step))
-        logger.info("resumed from %s at step %d", manager.directory, start)
-        best = restore_metadata(manager, start).get("best") or {}
-        if best.get("step") is not None:
-            best_step, best_loss = int(best["step"]), float(best["valid_loss"])
-    resumed = f" (resumed from checkpoint {start})" if start and warm is None else ""
-    if warm is not None:
-        resumed = f" (warm start from {warm['source']}, step {warm['step']}: fresh optimizer)"
-    export_dir = str(tc.get("export_dir", "") or "")
-    n_params = count_params(state.params)
+            state, warm = warm_start_state(state, run.model, init_from, run.mesh, run.steps_per_epoch,
+                                           family=run.family)
+            self.extra_meta["init_from"] = warm
+        return state, int(to_host(state.step)), warm
 
-    valid = None
-    valid_chunks = bool(config.data.get("valid_chunks", False))
-    if valid_ds is not None:
-        n_valid = valid_ds.num_valid_batches(int(tc.eval_batch_size), int(tc.num_valid), valid_chunks)
-        if n_valid == 0:
-            logger.warning("no full validation batch (eval_batch_size=%d, num_valid=%d, %d files): validation off",
-                           tc.eval_batch_size, tc.num_valid, len(valid_ds))
-        else:
-            valid = list(valid_ds.valid_batches(int(tc.eval_batch_size), int(tc.num_valid), pidx, pcount,
-                                                chunks=valid_chunks))
-
-    p_train = make_train_step(model, spec, tx, float(tc.ema_decay), mesh, objective=objective)
-    p_eval = make_eval_step(model, spec, mesh, objective=objective)
-    keys = _run_keys(seed)
-    sample_fn = None
-    if int(tc.sample_every) > 0:
-        sample_fn = make_sample_fn(model, spec, mesh, config)
-
-    patience_epochs = int(tc.get("early_stop_patience_epochs", 0))
-    patience_steps = patience_epochs * steps_per_epoch if patience_epochs > 0 else None
-    warmup_steps = int(getattr(objective, "warmup_steps", 0))  # e.g. the RVAE's KL warm-up
-
-    def patience_over(step) -> bool:
-        """Early stopping: no validation improvement for ``patience_steps`` (not counting the KL warm-up)."""
-        if patience_steps is None or best_step is None:
-            return False
-        return step - max(best_step, warmup_steps) >= patience_steps
-
-    writer = MetricWriter(workdir, enabled=lead, resume_step=start)
-    bar = ProgressBar(num_steps, initial=start, enabled=lead)
-    if lead:
-        epochs = f", {steps_per_epoch} steps/epoch ({train_ds.total_chunks} chunks)" if family.counts_epochs else ""
-        crops = f"batch {batch_size}" if len(phases) == 1 else "crops " + ", ".join(
-            f"{f}x{b} after {a}" for a, f, b in phases)
-        bar.write(f"jaxse {jaxse.__version__}: {n_params / 1e6:.2f}M params, {mesh.devices.size} device(s) "
-                  f"({jax.devices()[0].platform}), {pcount} process(es), {crops}, "
-                  f"{len(train_ds)} training files ({train_ds.total_duration / 3600:.2f} h){epochs}, "
-                  f"steps {start} -> {num_steps}{resumed}, workdir {workdir}")
-        if start == 0:
-            writer.write_text(0, "config", "```\n" + str(config) + "\n```")
-
-    def metadata(step):
-        best = {"step": best_step, "valid_loss": best_loss if best_step is not None else None}
-        return checkpoint_metadata(config, model, spec, step, extra={**extra_meta, "best": best})
-
-    def evaluate(step):
-        if valid is None:
+    def _valid_set(self) -> list | None:
+        """This process's rows of every validation batch, or ``None`` (no validation data or no full batch)."""
+        ds, tc = self.run.valid_ds, self.tc
+        if ds is None:
             return None
-        variables = eval_variables(state, model)
-        outs = [p_eval(variables, global_batch(_batch_dict(b), mesh), jax.random.fold_in(keys[_KEY_VALID], i))
-                for i, b in enumerate(valid)]
+        chunks = bool(self.run.config.data.get("valid_chunks", False))
+        if ds.num_valid_batches(int(tc.eval_batch_size), int(tc.num_valid), chunks) == 0:
+            logger.warning("no full validation batch (eval_batch_size=%d, num_valid=%d, %d files): validation off",
+                           tc.eval_batch_size, tc.num_valid, len(ds))
+            return None
+        return list(ds.valid_batches(int(tc.eval_batch_size), int(tc.num_valid), self.pidx, self.pcount,
+                                     chunks=chunks))
+
+    def _announce(self) -> None:
+        """The run's first line (model size, devices, data, steps) and, at step 0, the config in the logs."""
+        run, start, warm = self.run, self.start, self.warm
+        if not self.lead:
+            return
+        resumed = f" (resumed from checkpoint {start})" if start and warm is None else ""
+        if warm is not None:
+            resumed = f" (warm start from {warm['source']}, step {warm['step']}: fresh optimizer)"
+        ds = run.train_ds
+        epochs = f", {run.steps_per_epoch} steps/epoch ({ds.total_chunks} chunks)" if run.family.counts_epochs else ""
+        crops = f"batch {int(self.tc.batch_size)}" if len(run.phases) == 1 else "crops " + ", ".join(
+            f"{f}x{b} after {a}" for a, f, b in run.phases)
+        self.bar.write(f"jaxse {jaxse.__version__}: {count_params(self.state.params) / 1e6:.2f}M params, "
+                       f"{run.mesh.devices.size} device(s) ({jax.devices()[0].platform}), {self.pcount} process(es), "
+                       f"{crops}, {len(ds)} training files ({ds.total_duration / 3600:.2f} h){epochs}, "
+                       f"steps {start} -> {run.num_steps}{resumed}, workdir {run.workdir}")
+        if start == 0:
+            self.writer.write_text(0, "config", "```\n" + str(run.config) + "\n```")
+
+    # ---------------------------------------------------------------------------- the loop
+
+    def train(self) -> TrainState:
+        """Run the steps ``start + 1 .. num_steps`` (or until early stopping); returns the final state."""
+        run, start = self.run, self.start
+        self._announce()
+        if self.warm is not None and self.valid is not None:
+            # The source's loss on this run's validation set: the bar for the first export, a point of the curve.
+            self.best_loss = self.evaluate(start)
+            self.best_step = start
+            if self.lead:
+                self.bar.write(f"step {start}: warm-start weights, valid loss{self._which} {self.best_loss:.4f}")
+        self.t_log = time.perf_counter()
+        stop = start > 0 and self.patience_over(start)
+        if stop and self.lead:
+            self.bar.write(f"stopped early already: no validation improvement since step {self.best_step}")
+        try:
+            for step in range(start + 1, run.num_steps + 1):
+                if stop:
+                    break
+                stop = self._step(step)
+        finally:
+            self.manager.wait_until_finished()
+            self.manager.close()
+            self.bar.close()
+            self.writer.close()
+        return self.state
+
+    def _step(self, step: int) -> bool:
+        """Training step ``step`` with its logs, validation, samples and checkpoint; whether to stop early."""
+        run, tc = self.run, self.tc
+        _, frames, batch_size = phase_at(run.phases, step)
+        local = run.phase_data[frames].train_batch(self.seed, step - 1, batch_size, self.pidx, self.pcount)
+        self.state, metrics = self.p_train(self.state, global_batch(_batch_dict(local), run.mesh))
+        self.pending.append(metrics)
+        if self.prev is not None:  # keep one step in flight: data loading overlaps compute, memory bounded
+            jax.block_until_ready(self.prev)
+        self.prev = metrics["loss"]
+        self.n_log += 1
+        if _due(step, int(tc.log_every), run.num_steps):
+            self._log_train(step, frames)
+        valid_now, improved, stop = self._validate(step)
+        if self.sample_fn is not None and int(tc.sample_every) > 0 and step % int(tc.sample_every) == 0:
+            self.write_samples(step)
+        if _due(step, int(tc.checkpoint_every), run.num_steps) or stop or (self.keep_best and improved):
+            metrics_ck = {"valid_loss": valid_now} if self.keep_best and valid_now is not None else None
+            save_checkpoint(self.manager, self.state, self.metadata(step), step, metrics=metrics_ck)
+        postfix = {"loss": self.last_loss} if math.isfinite(self.last_loss) else {}
+        if self.valid_loss is not None:
+            postfix["valid"] = self.valid_loss
+        self.bar.update(step, **postfix)
+        if stop and self.lead:
+            self.bar.write(f"early stop at step {step}: the validation loss has not improved for "
+                           f"{self.patience_epochs} epochs (best {self.best_loss:.4f} at step {self.best_step})")
+        return stop
+
+    def _log_train(self, step: int, frames: int) -> None:
+        """The train metrics since the last log (means, or the last value of the family's
+        :attr:`~jaxse.registry.Family.last_value_metrics`); a non-finite loss stops the run."""
+        run = self.run
+        host = [{k: float(to_host(v)) for k, v in m.items()} for m in self.pending]
+        now = time.perf_counter()
+        last = run.family.last_value_metrics
+        scalars = {f"train/{k}": host[-1][k] if k in last else float(np.mean([h[k] for h in host]))
+                   for k in host[0]}
+        scalars["train/steps_per_sec"] = self.n_log / max(now - self.t_log, 1e-9)
+        if run.family.counts_epochs:
+            scalars["train/epoch"] = step / run.steps_per_epoch
+        if len(run.phases) > 1:
+            scalars["train/crop_frames"] = float(frames)
+        self.last_loss = scalars["train/loss"]
+        self.writer.write_scalars(step, scalars)
+        self.pending, self.t_log, self.n_log = [], now, 0
+        if not math.isfinite(self.last_loss):
+            raise FloatingPointError(f"training loss is {self.last_loss} at step {step}")
+
+    def patience_over(self, step: int) -> bool:
+        """Early stopping: no validation improvement for ``patience_steps`` (counted from the family's
+        :meth:`~jaxse.registry.Family.patience_start` at the earliest, e.g. after the RVAE's KL warm-up)."""
+        if self.patience_steps is None or self.best_step is None:
+            return False
+        return step - max(self.best_step, self.patience_from) >= self.patience_steps
+
+    # ---------------------------------------------------------------------------- evaluate and export
+
+    @property
+    def _which(self) -> str:
+        return " (EMA)" if self.run.family.uses_ema else ""
+
+    def metadata(self, step: int) -> dict:
+        """The checkpoint metadata of ``step``: config, model, spec, data facts, warm start and the best so far."""
+        best = {"step": self.best_step, "valid_loss": self.best_loss if self.best_step is not None else None}
+        return checkpoint_metadata(self.run.config, self.run.model, self.run.spec, step,
+                                   extra={**self.extra_meta, "best": best})
+
+    def _validate(self, step: int) -> tuple[float | None, bool, bool]:
+        """Validation where it is due: ``(valid loss or None, improved on the best, stop early)``; a new best
+        is exported to ``training.export_dir`` when set."""
+        if not _due(step, int(self.tc.eval_every), self.run.num_steps):
+            return None, False, False
+        valid_now = self.valid_loss = self.evaluate(step)
+        if valid_now is None:
+            return None, False, False
+        improved = valid_now < self.best_loss
+        if improved:
+            self.best_step, self.best_loss = step, valid_now
+            if self.export_dir and self.lead:
+                self.export_best(step, valid_now)
+        if self.lead:
+            self.bar.write(f"step {step}: train loss {self.last_loss:.4f}, valid loss{self._which} {valid_now:.4f}")
+        return valid_now, improved, self.patience_over(step)
+
+    def evaluate(self, step: int) -> float | None:
+        """The mean validation metrics (logged as ``valid/...``); returns the loss (``None``: no validation)."""
+        if self.valid is None:
+            return None
+        run = self.run
+        variables = eval_variables(self.state, run.model, run.family)
+        outs = [self.p_eval(variables, global_batch(_batch_dict(b), run.mesh),
+                            jax.random.fold_in(self.keys[_KEY_VALID], i)) for i, b in enumerate(self.valid)]
         scalars = {f"valid/{k}": float(np.mean([to_host(o[k]) for o in outs])) for k in outs[0]}
-        writer.write_scalars(step, scalars)
+        self.writer.write_scalars(step, scalars)
         return scalars["valid/loss"]
 
-    def write_samples(step):
-        waves = to_host(sample_fn(state.ema_variables, keys[_KEY_SAMPLE]))
-        if not lead:
+    def write_samples(self, step: int) -> None:
+        """Prior samples of the EMA weights as ``WORKDIR/samples/step_XXXXXX_k.wav`` and in the logs."""
+        spec = self.run.spec
+        waves = to_host(self.sample_fn(self.state.ema_variables, self.keys[_KEY_SAMPLE]))
+        if not self.lead:
             return
         from jaxse.audio import write_audio
 
         for k, w in enumerate(waves):
             peak = float(np.max(np.abs(w)))
             w = w * (0.95 / peak) if peak > 0.95 else w  # training crops are peak-normalised to 1
-            write_audio(workdir / "samples" / f"step_{step:06d}_{k}.wav", w.astype(np.float32), spec.sample_rate)
-            writer.write_audio(step, f"samples/{k}", w, spec.sample_rate)
+            write_audio(self.run.workdir / "samples" / f"step_{step:06d}_{k}.wav", w.astype(np.float32),
+                        spec.sample_rate)
+            self.writer.write_audio(step, f"samples/{k}", w, spec.sample_rate)
 
-    def export_best(step, loss):
+    def export_best(self, step: int, loss: float) -> None:
+        """Export the new best model to ``training.export_dir`` (:func:`jaxse.export.export_training_variables`)."""
         from jaxse.export import export_training_variables
 
-        out = export_training_variables(export_dir, model, to_host_tree(eval_variables(state, model)), spec, step,
-                                        loss, config, info=extra_meta)
-        bar.write(f"step {step}: exported the new best (valid loss {loss:.4f}) to {out}")
+        run = self.run
+        out = export_training_variables(self.export_dir, run.model,
+                                        to_host_tree(eval_variables(self.state, run.model, run.family)), run.spec,
+                                        step, loss, run.config, info=self.extra_meta, family=run.family)
+        self.bar.write(f"step {step}: exported the new best (valid loss {loss:.4f}) to {out}")
 
-    if warm is not None and valid is not None:
-        # The source's loss on this run's validation set: the bar for the first export, a point of the curve.
-        best_loss = evaluate(start)
-        best_step = start
-        if lead:
-            bar.write(f"step {start}: warm-start weights, valid loss{' (EMA)' if ema else ''} {best_loss:.4f}")
 
-    pending: list = []  # per-step metrics (device arrays) since the last log
-    t_log, n_log = time.perf_counter(), 0
-    prev = None
-    last_loss = math.nan
-    valid_loss = None
-    step = start
-    stop = start > 0 and patience_over(start)
-    if stop and lead:
-        bar.write(f"stopped early already: no validation improvement since step {best_step}")
-    try:
-        for step in range(start + 1, num_steps + 1):
-            if stop:
-                break
-            _, frames, batch_size = phase_at(phases, step)
-            local = phase_data[frames].train_batch(seed, step - 1, batch_size, pidx, pcount)
-            state, metrics = p_train(state, global_batch(_batch_dict(local), mesh))
-            pending.append(metrics)
-            if prev is not None:  # keep one step in flight: data loading overlaps compute, memory bounded
-                jax.block_until_ready(prev)
-            prev = metrics["loss"]
-            n_log += 1
-            if _due(step, int(tc.log_every), num_steps):
-                host = [{k: float(to_host(v)) for k, v in m.items()} for m in pending]
-                now = time.perf_counter()
-                scalars = {f"train/{k}": host[-1][k] if k in _LAST_VALUE_METRICS
-                           else float(np.mean([h[k] for h in host])) for k in host[0]}
-                scalars["train/steps_per_sec"] = n_log / max(now - t_log, 1e-9)
-                if family.counts_epochs:
-                    scalars["train/epoch"] = step / steps_per_epoch
-                if len(phases) > 1:
-                    scalars["train/crop_frames"] = float(frames)
-                last_loss = scalars["train/loss"]
-                writer.write_scalars(step, scalars)
-                pending, t_log, n_log = [], now, 0
-                if not math.isfinite(last_loss):
-                    raise FloatingPointError(f"training loss is {last_loss} at step {step}")
-            improved = False
-            valid_now = None
-            if _due(step, int(tc.eval_every), num_steps):
-                valid_now = valid_loss = evaluate(step)
-                if valid_loss is not None:
-                    if valid_loss < best_loss:
-                        best_step, best_loss, improved = step, valid_loss, True
-                        if export_dir and lead:
-                            export_best(step, valid_loss)
-                    if lead:
-                        which = " (EMA)" if ema else ""
-                        bar.write(f"step {step}: train loss {last_loss:.4f}, valid loss{which} {valid_loss:.4f}")
-                    stop = patience_over(step)
-            if sample_fn is not None and int(tc.sample_every) > 0 and step % int(tc.sample_every) == 0:
-                write_samples(step)
-            if _due(step, int(tc.checkpoint_every), num_steps) or stop or (keep_best and improved):
-                metrics_ck = {"valid_loss": valid_now} if keep_best and valid_now is not None else None
-                save_checkpoint(manager, state, metadata(step), step, metrics=metrics_ck)
-            postfix = {"loss": last_loss} if math.isfinite(last_loss) else {}
-            if valid_loss is not None:
-                postfix["valid"] = valid_loss
-            bar.update(step, **postfix)
-            if stop and lead:
-                bar.write(f"early stop at step {step}: the validation loss has not improved for {patience_epochs} "
-                          f"epochs (best {best_loss:.4f} at step {best_step})")
-    finally:
-        manager.wait_until_finished()
-        manager.close()
-        bar.close()
-        writer.close()
-    return state
+def train_and_evaluate(config, workdir) -> TrainState:
+    """Train (or resume) the model described by ``config`` in ``workdir``; returns the final TrainState.
+
+    Writes ``WORKDIR/checkpoints`` (all processes, collectively), and on process 0 only ``WORKDIR/tb``,
+    ``WORKDIR/metrics.jsonl`` and ``WORKDIR/samples/step_XXXXXX_k.wav``. An existing checkpoint is resumed.
+    A bad config or bad data is a :class:`SetupError` before anything is written.
+    """
+    return _Trainer(_setup(config, workdir)).train()

@@ -345,17 +345,17 @@ def test_rvae_networks_shipped_or_random_and_checkpoint(tmp_path):
     from jaxse.rvae.backend import default_rvae_checkpoint_path
     from jaxse.rvae.convert import save_rvae
 
-    cfg, params, spec, info = benchmark.NETWORKS["rvae"].load()
+    model, params, spec, info = benchmark.NETWORKS["rvae"].load()
     if default_rvae_checkpoint_path().exists():
         assert info["weights"] == "shipped RVAE (trained)" and params is not None
     else:  # the published architecture, random weights
-        assert info["weights"] == "random init" and params is None and cfg == RVAEConfig()
+        assert info["weights"] == "random init" and params is None and model.cfg == RVAEConfig()
     small = RVAEConfig(dim_rnn_g_x=8, dim_rnn_g_z=8, dim_rnn_h=8, bidir_h=False)
     saved = init_params(jax.random.PRNGKey(3), small)
     save_rvae(tmp_path / "ckpt", saved)
     bench = benchmark.Benchmark(Options(networks=(), rvae_checkpoint=str(tmp_path / "ckpt"), sweeps=()))
     assert bench.network_names == ["rvae"]
     net = bench.network("rvae")
-    assert net.family == "rvae" and net.model == small and net.info["weights"] == "checkpoint"
+    assert net.family == "rvae" and net.model.cfg == small and net.info["weights"] == "checkpoint"
     assert net.info["checkpoint"] == str(tmp_path / "ckpt") and net.info["params"] == count_params(saved)
     assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), net.variables, saved))

@@ -26,7 +26,8 @@ import pytest
 from jaxse import parallel as P
 from jaxse import spectral as S
 from jaxse.enhance import CheckpointError, Enhancer
-from jaxse.diffusion.backend import default_checkpoint_path, load_prior
+from jaxse.prior.backend import default_checkpoint_path, load_prior
+from jaxse.diffusion.backend import DiffusionBackend
 from jaxse.diffusion.sde import OUVESDE, expand_t
 from jaxse.diffusion.udiffse import PosteriorConfig, posterior_mean
 
@@ -46,6 +47,11 @@ class GaussianPrior:
     def score(self, variables, x, t):
         mu, sd = expand_t(self.sde.mean_coeff(t), x), expand_t(self.sde.std(t), x)
         return -x / (mu**2 * self.var + sd**2)
+
+
+def diffusion(model, variables, cfg, posterior=posterior_mean):
+    """The score-model backend the engine runs (the STFT of the shipped priors; ``posterior`` swappable)."""
+    return DiffusionBackend(model, variables, cfg, S.SpecConfig(), posterior)
 
 
 def identity_posterior(key, score_fn, sde, cfg, x, mask):
@@ -91,7 +97,7 @@ def test_batch_equals_each_utterance_alone(method, fast_compile):
     rng = np.random.default_rng(0)
     waves = [0.3 * rng.standard_normal(n).astype(np.float32) for n in (3000, 7000, 12345)]
     uids = ["a.wav", "sub/b.wav", "c.flac"]
-    enh = Enhancer(model, {}, cfg, batch_size=4, chunk_frames=128)
+    enh = Enhancer(diffusion(model, {}, cfg), batch_size=4, chunk_frames=128)
     out = enh.enhance(waves, uids)
     assert enh.compile_count == 2  # buckets 64 (3000, 7000 samples) and 128 (12345)
     for w, u, y in zip(waves, uids, out):
@@ -99,7 +105,7 @@ def test_batch_equals_each_utterance_alone(method, fast_compile):
         ref = reference_enhance(model, cfg, w, u, P.choose_bucket(S.SpecConfig().num_frames(len(w)), enh.buckets))
         np.testing.assert_allclose(y, ref, atol=1e-5 * max(1.0, np.abs(ref).max()))
     # the same utterance alone, in another batch size, gives the same result (keys follow the uid)
-    single = Enhancer(model, {}, cfg, batch_size=1, chunk_frames=128)
+    single = Enhancer(diffusion(model, {}, cfg), batch_size=1, chunk_frames=128)
     np.testing.assert_allclose(single.enhance([waves[1]], [uids[1]])[0], out[1], atol=1e-5)
     # another name or seed gives other noise (no recompilation: keys are data)
     assert np.abs(single.enhance([waves[1]], ["other.wav"])[0] - out[1]).max() > 1e-3
@@ -109,7 +115,7 @@ def test_batch_equals_each_utterance_alone(method, fast_compile):
 
 
 def test_no_recompilation_for_a_second_batch_of_a_bucket(caplog, fast_compile):
-    enh = Enhancer(GaussianPrior(), {}, CHEAP, batch_size=2, chunk_frames=128, tail_batches=False)
+    enh = Enhancer(diffusion(GaussianPrior(), {}, CHEAP), batch_size=2, chunk_frames=128, tail_batches=False)
     rng = np.random.default_rng(1)
     enh.enhance([rng.standard_normal(n).astype(np.float32) for n in (9000, 10000)], ["x", "y"])
     assert enh.compile_count == 1 and enh.num_batches == 1
@@ -126,8 +132,8 @@ def test_no_recompilation_for_a_second_batch_of_a_bucket(caplog, fast_compile):
 
 
 def test_dataset_run_compiles_once_per_bucket_at_most(fast_compile):
-    enh = Enhancer(GaussianPrior(), {}, PosteriorConfig(num_steps=2, num_em=1, num_samples=1, corrector="none"),
-                   batch_size=3, chunk_frames=256)
+    enh = Enhancer(diffusion(GaussianPrior(), {}, PosteriorConfig(num_steps=2, num_em=1, num_samples=1,
+                                                              corrector="none")), batch_size=3, chunk_frames=256)
     rng = np.random.default_rng(2)
     lengths = rng.integers(400, 80_000, size=16)
     out = enh.enhance([0.1 * rng.standard_normal(n).astype(np.float32) for n in lengths])
@@ -142,8 +148,8 @@ def test_partial_batches_run_on_smaller_programs_with_the_same_results(fast_comp
     those of the padded full batch (per-row keys), and each row count is compiled once."""
     rng = np.random.default_rng(5)
     waves = [0.2 * rng.standard_normal(n).astype(np.float32) for n in (9000, 10000, 11000, 12000, 9500, 15000)]
-    padded = Enhancer(GaussianPrior(), {}, CHEAP, batch_size=4, chunk_frames=128, tail_batches=False)
-    tails = Enhancer(GaussianPrior(), {}, CHEAP, batch_size=4, chunk_frames=128)
+    padded = Enhancer(diffusion(GaussianPrior(), {}, CHEAP), batch_size=4, chunk_frames=128, tail_batches=False)
+    tails = Enhancer(diffusion(GaussianPrior(), {}, CHEAP), batch_size=4, chunk_frames=128)
     assert padded.row_counts == (4,) and tails.row_counts == (1, 2, 4)
     ref = padded.enhance(waves)
     out = tails.enhance(waves)
@@ -158,7 +164,7 @@ def test_partial_batches_run_on_smaller_programs_with_the_same_results(fast_comp
 
 
 def test_rows_and_batch_size_fitting(fast_compile):
-    enh = Enhancer(GaussianPrior(), {}, CHEAP, batch_size=8, chunk_frames=64)
+    enh = Enhancer(diffusion(GaussianPrior(), {}, CHEAP), batch_size=8, chunk_frames=64)
     assert enh.chunk_length == 63 * 128 and enh.buckets == (64,)
     assert [enh.rows_for(n) for n in (300, 8191, 8192, 19200)] == [1, 1, 2, 4]
     assert enh.fit_batch_size(3) == 3 and enh.fit_batch_size(100) == 3  # shrinks only
@@ -172,7 +178,7 @@ def test_rows_and_batch_size_fitting(fast_compile):
 
 def test_identity_posterior_reconstructs_any_length_exactly(fast_compile):
     """Pipeline check: with S = X every length (unchunked, chunked, 60 s) comes back unchanged, tail included."""
-    enh = Enhancer(GaussianPrior(), {}, CHEAP, batch_size=4, chunk_frames=128, posterior=identity_posterior)
+    enh = Enhancer(diffusion(GaussianPrior(), {}, CHEAP, identity_posterior), batch_size=4, chunk_frames=128)
     rng = np.random.default_rng(3)
     t = np.arange(60 * SR) / SR
     slow = (0.4 * np.sin(2 * np.pi * 47.3 * t) * (1 + 0.5 * np.sin(2 * np.pi * t / 7))).astype(np.float32)
@@ -186,7 +192,7 @@ def test_identity_posterior_reconstructs_any_length_exactly(fast_compile):
 
 def test_tail_keeps_its_level(fast_compile):
     x = tone(1.3, freq=1000.0, amp=0.5, extra=77)  # length not a multiple of the hop
-    enh = Enhancer(GaussianPrior(), {}, CHEAP, batch_size=1, chunk_frames=256, posterior=identity_posterior)
+    enh = Enhancer(diffusion(GaussianPrior(), {}, CHEAP, identity_posterior), batch_size=1, chunk_frames=256)
     y = enh.enhance([x])[0]
     rms = lambda a: float(np.sqrt(np.mean(a.astype(np.float64) ** 2)))  # noqa: E731
     assert rms(y[-200:]) == pytest.approx(rms(x[-200:]), rel=1e-3)
@@ -214,8 +220,8 @@ def test_60s_chunked_input_has_no_seams(overlap, fast_compile):
     elsewhere. overlap=0 (hard cuts) is the negative control: the same check sees the seams."""
     t = np.arange(60 * SR) / SR
     x = (0.4 * np.sin(2 * np.pi * 47.3 * t) * (1 + 0.5 * np.sin(2 * np.pi * t / 7))).astype(np.float32)
-    enh = Enhancer(GaussianPrior(), {}, CHEAP, batch_size=8, chunk_frames=256, overlap=overlap,
-                   posterior=chunk_gain_posterior)
+    enh = Enhancer(diffusion(GaussianPrior(), {}, CHEAP, chunk_gain_posterior), batch_size=8, chunk_frames=256,
+                   overlap=overlap)
     y = enh.enhance([x])[0]
     plan = P.plan_chunks(len(x), enh.chunk_length, overlap)
     assert plan.num_chunks > 25 and y.shape == x.shape
@@ -232,8 +238,8 @@ def test_60s_with_the_real_sampler(fast_compile):
     t = np.arange(60 * SR) / SR
     x = (0.4 * np.sin(2 * np.pi * 47.3 * t) * (1 + 0.5 * np.sin(2 * np.pi * t / 7))).astype(np.float32)
     x += 0.01 * np.random.default_rng(4).standard_normal(x.shape).astype(np.float32)
-    enh = Enhancer(GaussianPrior(), {}, PosteriorConfig(num_steps=2, num_em=2, num_samples=1), batch_size=8,
-                   chunk_frames=256)
+    enh = Enhancer(diffusion(GaussianPrior(), {}, PosteriorConfig(num_steps=2, num_em=2, num_samples=1)),
+                   batch_size=8, chunk_frames=256)
     y = enh.enhance([x], ["long.wav"])[0]
     assert y.shape == x.shape and np.isfinite(y).all()
     assert {f for f, _ in enh.compile_seconds} == {256}  # one chunk shape (row counts: full batch and tail)
@@ -247,7 +253,7 @@ def test_60s_with_the_real_sampler(fast_compile):
 
 
 def test_silence_gives_zeros_and_bad_input_is_reported(fast_compile):
-    enh = Enhancer(GaussianPrior(), {}, CHEAP, batch_size=2, chunk_frames=64)
+    enh = Enhancer(diffusion(GaussianPrior(), {}, CHEAP), batch_size=2, chunk_frames=64)
     rng = np.random.default_rng(5)
     zero, tiny = np.zeros(5000, np.float32), np.float32(2.0**-16) * np.sign(rng.standard_normal(5000))  # dither
     quiet = 1e-3 * rng.standard_normal(5000).astype(np.float32)
@@ -264,7 +270,7 @@ def test_silence_gives_zeros_and_bad_input_is_reported(fast_compile):
     with pytest.raises(ValueError, match="too short"):
         enh.enhance([np.ones(100, np.float32)])
     with pytest.raises(ValueError):
-        Enhancer(GaussianPrior(), {}, CHEAP, chunk_frames=100)
+        Enhancer(diffusion(GaussianPrior(), {}, CHEAP), chunk_frames=100)
 
 
 def test_load_prior_errors(tmp_path):
@@ -286,6 +292,7 @@ EIGHT_DEVICES = textwrap.dedent(r"""
     sys.path.insert(0, sys.argv[1])
     import jax, numpy as np
     from jaxse.enhance import Enhancer
+    from jaxse.diffusion.backend import DiffusionBackend
     from jaxse.diffusion.models import ScoreModel
     from jaxse.diffusion.ncsnpp import NCSNppConfig
     from jaxse.diffusion.udiffse import PosteriorConfig
@@ -298,8 +305,9 @@ EIGHT_DEVICES = textwrap.dedent(r"""
     rng = np.random.default_rng(0)
     waves = [0.3 * rng.standard_normal(n).astype(np.float32) for n in (3000, 7200, 19200)]  # the last: 4 chunks
     uids = ["a.wav", "b/c.wav", "long.flac"]
-    e8 = Enhancer(model, variables, cfg, batch_size=8, chunk_frames=64, seed=3)
-    e1 = Enhancer(model, variables, cfg, batch_size=3, chunk_frames=64, seed=3, devices=jax.devices()[:1])
+    backend = DiffusionBackend(model, variables, cfg)
+    e8 = Enhancer(backend, batch_size=8, chunk_frames=64, seed=3)
+    e1 = Enhancer(backend, batch_size=3, chunk_frames=64, seed=3, devices=jax.devices()[:1])
     y8, y1 = e8.enhance(waves, uids), e1.enhance(waves, uids)
     print(json.dumps({"devices": [e8.num_devices, e1.num_devices], "batches": [e8.num_batches, e1.num_batches],
                       "diff": [float(np.abs(a - b).max()) for a, b in zip(y8, y1)],

@@ -141,7 +141,7 @@ def test_cli_errors_are_one_line(tmp_path):
 
 def test_without_a_shipped_prior_the_error_asks_for_a_checkpoint(tmp_path, monkeypatch):
     from jaxse import enhance as enhance_lib
-    from jaxse.diffusion import backend as diffusion_backend
+    from jaxse.prior import backend as diffusion_backend
 
     monkeypatch.setattr(diffusion_backend, "default_checkpoint_path", lambda: tmp_path / "no_prior_here")
     with pytest.raises(enhance_lib.CheckpointError) as err:

@@ -1,4 +1,4 @@
-"""The RVAE methods through the shared enhancement machinery: :class:`jaxse.enhance.RVAEBackend` in the batched
+"""The RVAE methods through the shared enhancement machinery: :class:`jaxse.rvae.backend.RVAEBackend` in the batched
 Enhancer (padded rows equal each utterance alone, batch size, chunks, silence, scale), its pass counts, the CLI
 (``enhance.py --method rvae-*``) end to end on real mixtures, and 8 devices vs 1.
 

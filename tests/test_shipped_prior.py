@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from jaxse.diffusion.backend import DiffusionBackend
 from jaxse.pytree import count_params
 from jaxse.enhance import Enhancer, checkpoint_settings, load_backend, make_config, settings_path
-from jaxse.diffusion.backend import default_checkpoint_path, load_prior
+from jaxse.prior.backend import default_checkpoint_path, load_prior
 from jaxse.evaluation.metrics import si_sdr
-from jaxse.training import read_checkpoint_metadata
+from jaxse.core.checkpoint import read_checkpoint_metadata
 
 EXPECTED_PARAMS = 440_382  # configs/shipped_prior.py; also in the prior's metadata and MODEL_CARD.md
 
@@ -55,7 +56,7 @@ def test_shipped_prior_improves_si_sdr_on_real_mixture(data_dir):
     noisy = clean + noise
     model, variables, spec = load_prior()
     cfg = make_config("udiffse+", **{**checkpoint_settings("udiffse+"), "num_samples": 2})  # the shipped settings
-    enhancer = Enhancer(model, variables, cfg, spec=spec, batch_size=1, chunk_frames=256)
+    enhancer = Enhancer(DiffusionBackend(model, variables, cfg, spec), batch_size=1, chunk_frames=256)
     (out,) = enhancer.enhance([noisy], ["mixture"])
     assert out.shape == noisy.shape and np.all(np.isfinite(out))
     gain = si_sdr(out, clean) - si_sdr(noisy, clean)

@@ -1,14 +1,16 @@
 """AV-UDiffSE and AV-UDiffSE+ for the enhancement engine: the diffusion backend with the visual features as the
-posterior's conditioning (cut, padded, batched and sharded with the audio by :class:`jaxse.enhance.Enhancer`)."""
+posterior's conditioning (cut, padded, batched and sharded with the audio by :class:`jaxse.engine.batch.Enhancer`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import jax.numpy as jnp
+import numpy as np
 
 from jaxse import registry
-from jaxse.diffusion.backend import DiffusionBackend
+from jaxse.av.data import load_features
+from jaxse.diffusion.backend import DiffusionBackend, load_score_checkpoint
 from jaxse.diffusion.udiffse import PosteriorConfig
 from jaxse.core.backend import CheckpointError, Conditioning
 from jaxse.spectral import SpecConfig
@@ -40,6 +42,11 @@ class AVBackend(DiffusionBackend):
 
         return score
 
+    def load_conditioning(self, root, relative_path) -> np.ndarray:
+        """The visual features of the input at ``relative_path``: ``root/REL.npy`` (the input's relative path
+        with the suffix ``.npy``), ``(frames, dim)`` float32 (:func:`jaxse.av.data.load_features`)."""
+        return load_features(Path(root) / Path(relative_path).with_suffix(".npy"), self.conditioning.dim)
+
     def describe(self) -> str:
         return (f"{self.name}, {self.cfg.nfe} network evaluations per segment (x{self.cfg.num_samples} samples), "
                 f"visual features of dimension {self.conditioning.dim} at {self.conditioning.rate:g} fps")
@@ -56,26 +63,12 @@ def load_av_prior(checkpoint):
         raise CheckpointError(f"{path}: no such checkpoint")
     found = registry.detect_family(path)
     if found is not None and found != "av":
-        hint = " (it is audio-only: use --method udiffse or udiffse+, without --visual)" if found == "ncsnpp" else ""
+        audio_only = getattr(registry.family(found), "conditioned", None) is False and registry.methods_of(found)
+        hint = (f" (it is audio-only: use --method {' or '.join(registry.methods_of(found))}, without --visual)"
+                if audio_only else "")
         raise CheckpointError(f"{path}: a checkpoint of the {found!r} family, not an audio-visual prior{hint}")
-    if path.is_file():  # a reference .ckpt / .npz state_dict
-        from jaxse.diffusion.convert import import_reference
-
-        try:
-            model, variables = import_reference(path)
-        except Exception as exc:
-            raise CheckpointError(f"{path}: could not import ({' '.join(str(exc).split())[:300]})") from exc
-        if model.family != "av":
-            raise CheckpointError(f"{path}: a reference model of the {model.family!r} family, not an audio-visual "
-                                  "prior")
-        return model, variables, SpecConfig()
-    try:
-        from jaxse.core.loading import load_checkpoint
-
-        model, variables, meta = load_checkpoint(path, family="av")
-    except Exception as exc:
-        raise CheckpointError(f"{path}: could not load the checkpoint ({' '.join(str(exc).split())[:300]})") from exc
-    return model, variables, SpecConfig(**meta["spec"]) if "spec" in meta else SpecConfig()
+    return load_score_checkpoint(path, "av", lambda p, fam: f"{p}: a reference model of the {fam!r} family, not an "
+                                                          "audio-visual prior")
 
 
 def load_backend(checkpoint, cfg: PosteriorConfig) -> AVBackend:

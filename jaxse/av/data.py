@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxse.data import CleanSpeechDataset, split_roots
+from jaxse.errors import one_line
 
 FEATURE_SUFFIX = ".npy"
 
@@ -34,7 +35,7 @@ def load_features(path, dim: int | None = None) -> np.ndarray:
     try:
         v = np.load(path, allow_pickle=False)
     except Exception as exc:
-        raise ValueError(f"unreadable visual features {path} ({' '.join(str(exc).split())[:200]})") from None
+        raise ValueError(f"unreadable visual features {path} ({one_line(exc, 200)})") from None
     if v.ndim != 2 or v.shape[0] < 1:
         raise ValueError(f"visual features {path}: expected an array (frames, dim), got shape {v.shape}")
     if dim is not None and v.shape[1] != dim:

@@ -10,14 +10,38 @@ for AV-HuBERT Base). No prior samples during training (they would need visual fe
 
 from __future__ import annotations
 
+import re
+
 from jaxse.av.models import AVScoreModel
-from jaxse.diffusion.family import DiffusionFamily
+from jaxse.diffusion.family import ScorePriorFamily
+from jaxse.diffusion.ncsnpp import NCSNppConfig
 
 
-class AVFamily(DiffusionFamily):
+class AVFamily(ScorePriorFamily):
     name = "av"
     has_sampler = False
     model_class = AVScoreModel
+    conditioned = True
+
+    def reference_model(self, layout):
+        """NCSN++M with cross-attention blocks (``*.cross_attention.*``): the feature dimension and the first
+        block's head size are read from the shapes."""
+        if not (layout.timed and layout.in_channels == 2 and layout.xattn_modules
+                and layout.num_modules - len(layout.xattn_modules) == layout.SMALL_MODULES):
+            return None
+        first = layout.xattn_modules[0]
+        cond_dim = int(layout.state[f"all_modules.{first}.cross_attention.to_k.weight"].shape[1])
+        d_head, d_model = layout.state[f"all_modules.{first}.cross_attention.to_q.weight"].shape
+        return AVScoreModel(net=NCSNppConfig(**layout.small(), output_scaling="none", cond_dim=cond_dim,
+                                             xattn_first_d_head=0 if d_head == d_model else int(d_head)),
+                            parameterization="noise")
+
+    def reference_state(self, state: dict) -> dict:
+        """Without the frozen lip-feature extractor (AV-HuBERT): the features are precomputed here."""
+        return {k: v for k, v in state.items() if not re.match(r"(dnn\.|param/)?feature_extractor\.", k)}
+
+    def describe_model(self, model) -> str:
+        return f"audio-visual {model.parameterization} prior (feature dimension {model.net.cond_dim})"
 
     def make_dataset(self, config, spec, split: str, crop_frames: int):
         from jaxse.av.data import AVSpeechDataset

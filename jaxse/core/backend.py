@@ -27,6 +27,8 @@ class MethodBackend:
         Enhancer resamples nothing itself, waveforms come at ``spec.sample_rate``.
       variables: network variables; the Enhancer replicates them on every device and passes them back to
         :meth:`posterior` inside the compiled program (so that they are arguments, not constants).
+      model: the model object of the method's family that the backend runs (``model.score``, ``model.decode``,
+        ...: what the benchmark times on its own), ``None`` where there is none.
       quantum: frame counts of rows (buckets, ``chunk_frames``) must be multiples of this;
         ``quantum_note`` says why (for the error message).
       conditioning: ``None``, or the :class:`Conditioning` the posterior takes besides the noisy signal (e.g.
@@ -48,6 +50,7 @@ class MethodBackend:
     cfg: Any = None
     spec: Any = None
     variables: Any = None
+    model: Any = None
     quantum: int = 64
     quantum_note: str = "the bucket quantum"
 

@@ -1,5 +1,6 @@
-"""The diffusion methods' backend for the enhancement engine: UDiffSE / UDiffSE+ with a score model, and the
-loader of diffusion priors (train.py workdirs and exports, reference ``.ckpt`` / ``.npz``)."""
+"""The score-prior methods' backend for the enhancement engine: UDiffSE / UDiffSE+ with a score model
+(:class:`DiffusionBackend`, used by the ``ncsnpp`` and ``av`` families), and the loader of NCSN++ checkpoints of
+any family (train.py workdirs and exports, reference ``.ckpt`` / ``.npz``)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from typing import Callable
 
 
 from jaxse import parallel, registry
-from jaxse.diffusion.udiffse import PosteriorConfig, posterior_mean
 from jaxse.core.backend import CheckpointError, MethodBackend
-from jaxse.core.loading import checkpoint_path
+from jaxse.errors import one_line
+from jaxse.core.loading import load_checkpoint
+from jaxse.diffusion.udiffse import PosteriorConfig, posterior_mean
 from jaxse.spectral import SpecConfig
 
 
@@ -49,7 +51,7 @@ class DiffusionBackend(MethodBackend):
 
     def score_fn(self, variables, cond=None):
         """The ``(x, t) -> score`` closure the posterior runs on (``cond``: a row's conditioning, see
-        :class:`jaxse.av.backend.AVBackend`)."""
+        a conditioned family's backend)."""
         model = self.model
         return lambda xx, t: model.score(variables, xx, t)
 
@@ -69,40 +71,28 @@ class DiffusionBackend(MethodBackend):
                 "samples)")
 
 
-def default_checkpoint_path() -> Path:
-    """Where the prior shipped with the package lives: ``jaxse/assets/prior``."""
-    return registry.method("udiffse").default_checkpoint_path()
+REFERENCE_SUFFIXES = (".ckpt", ".npz", ".pt", ".pth")
 
 
-def load_prior(checkpoint=None):
-    """``(model, variables, spec)`` from a train.py workdir/checkpoint, a reference ``.ckpt``/``.npz``, or the
-    default prior (:func:`default_checkpoint_path`). Raises :class:`CheckpointError` with one clear line."""
-    path = checkpoint_path(checkpoint, default_checkpoint_path(), "ncsnpp",
-                           "no prior is shipped with this installation yet (jaxse/assets/prior is "
-                           "missing); pass --checkpoint PATH (a train.py workdir or checkpoint, or a "
-                           "reference .ckpt/.npz)")
+def load_score_checkpoint(path, family: str, wrong_reference: Callable[[Path, str], str]):
+    """``(model, variables, spec)`` of an NCSN++ checkpoint of ``family``: a reference ``.ckpt`` / ``.npz`` / ``.pt``
+    state_dict (its layout says its family: :func:`jaxse.diffusion.convert.import_reference`) or a train.py
+    workdir, checkpoint or export (its metadata does). :class:`CheckpointError` with one line otherwise;
+    ``wrong_reference(path, found_family)`` is the line for a reference model of another family."""
+    path = Path(path)
     try:
-        if path.is_file() and path.suffix.lower() in (".ckpt", ".npz", ".pt", ".pth"):
+        if path.is_file() and path.suffix.lower() in REFERENCE_SUFFIXES:
             from jaxse.diffusion.convert import import_reference
 
             model, variables = import_reference(path)
-            if model.family != "ncsnpp":
-                raise CheckpointError(f"{path}: a reference model of the {model.family!r} family (trained on noisy "
-                                      f"speech), not a clean-speech prior; use --method "
-                                      f"{' or '.join(registry.methods_of(model.family))}")
+            if model.family != family:
+                raise CheckpointError(wrong_reference(path, model.family))
             return model, variables, SpecConfig()
-        from jaxse.core.loading import load_checkpoint
-
-        model, variables, meta = load_checkpoint(path, family="ncsnpp")
-        spec = SpecConfig(**meta["spec"]) if "spec" in meta else SpecConfig()
-        return model, variables, spec
+        model, variables, meta = load_checkpoint(path, family=family)
+        return model, variables, SpecConfig(**meta["spec"]) if "spec" in meta else SpecConfig()
     except CheckpointError:
         raise
+    except registry.RegistryError as exc:
+        raise CheckpointError(str(exc)) from exc
     except Exception as exc:
-        raise CheckpointError(f"{path}: could not load the checkpoint ({' '.join(str(exc).split())[:300]})") from exc
-
-
-def load_backend(checkpoint, cfg: PosteriorConfig) -> DiffusionBackend:
-    """The backend of a diffusion method (:data:`jaxse.registry.METHODS`) with ``cfg`` and a prior."""
-    model, variables, spec = load_prior(checkpoint)
-    return DiffusionBackend(model, variables, cfg, spec)
+        raise CheckpointError(f"{path}: could not load the checkpoint ({one_line(exc)})") from exc

@@ -12,15 +12,17 @@ already (in, out); GroupNorm ``weight`` -> ``scale``.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 import jax
 import numpy as np
 
-from jaxse.pytree import count_params
+from jaxse import registry
 from jaxse.diffusion.models import ScoreModel
+from jaxse.pytree import count_params
 
 
 class ConversionError(ValueError):
@@ -148,85 +150,95 @@ def load_lightning_checkpoint(path, use_ema: bool = True) -> tuple[dict[str, np.
     return {k: v.detach().cpu().numpy() for k, v in sd.items()}, hparams
 
 
-def import_reference(path, model: ScoreModel | None = None, use_ema: bool = True):
-    """Import reference weights from ``.ckpt`` or ``.npz``; returns ``(model, variables)``.
+@dataclasses.dataclass(frozen=True)
+class ReferenceLayout:
+    """What the tensor shapes of a reference NCSN++ state_dict say, for the families' detectors
+    (:meth:`jaxse.registry.Family.reference_model`).
 
-    When ``model`` is None it is inferred from the tensor shapes (:func:`infer_reference_model`): a prior (the 65M
-    UDiffSE layout or NCSN++M), SGMSE+'s conditional model or the supervised baseline, at any width ``nf``.
-    The returned model's ``family`` says which; loaders check it (a conditional model never loads as a prior).
+    Attributes:
+      state: the state_dict, names without the ``dnn.`` / ``param/`` prefix.
+      timed: whether it has a Fourier time embedding (``all_modules.0.W``).
+      nf: base width, read from the input convolution (any width is recognised).
+      in_channels: input channels of the network (2: a prior or the supervised net; 4: ``[x_t, y]``).
+      num_modules: ``all_modules`` entries without the 3 time-embedding modules (independent of ``nf``).
+      xattn_modules: indices of the modules with a ``cross_attention`` block (audio-visual fusion).
     """
+
+    BIG_MODULES: ClassVar[int] = 74  # the 65M UDiffSE / SGMSE+ layout (4 levels of 2 res-blocks, attention)
+    SMALL_MODULES: ClassVar[int] = 33  # NCSN++M (1 res-block per level, no attention)
+
+    state: Mapping[str, np.ndarray]
+    timed: bool
+    nf: int
+    in_channels: int
+    num_modules: int
+    xattn_modules: tuple[int, ...]
+
+    def big(self) -> dict:
+        """The NCSN++ fields of the 65M layout at this width."""
+        return dict(nf=self.nf)
+
+    def small(self) -> dict:
+        """The NCSN++ fields of the NCSN++M layout at this width."""
+        return dict(nf=self.nf, ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=())
+
+    @classmethod
+    def of(cls, state: Mapping[str, np.ndarray]) -> "ReferenceLayout":
+        state = _strip_prefix(state)
+        indices = [int(m.group(1)) for k in state if (m := re.match(r"all_modules\.(\d+)\.", k))]
+        if not indices:
+            raise ConversionError("not an NCSN++ state_dict (no all_modules.* entries)")
+        timed = "all_modules.0.W" in state
+        first_conv = state.get("all_modules.3.weight" if timed else "all_modules.0.weight")
+        if first_conv is None or np.ndim(first_conv) != 4:
+            raise ConversionError("not an NCSN++ state_dict (no input convolution where the reference puts it)")
+        xattn = sorted({int(m.group(1)) for k in state
+                        if (m := re.match(r"all_modules\.(\d+)\.cross_attention\.", k))})
+        return cls(state=state, timed=timed, nf=int(np.shape(first_conv)[0]), in_channels=int(np.shape(first_conv)[1]),
+                   num_modules=1 + max(indices) - (3 if timed else 0), xattn_modules=tuple(xattn))
+
+
+def read_reference_state(path, use_ema: bool = True) -> dict[str, np.ndarray]:
+    """The state_dict of a reference ``.ckpt`` (EMA weights by default) or ``.npz``."""
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"{path}: no such file")
     if path.suffix == ".npz":
-        state = load_npz_state_dict(path)
-    elif path.suffix in (".ckpt", ".pt", ".pth"):
-        state, _ = load_lightning_checkpoint(path, use_ema=use_ema)
-    else:
-        raise ConversionError(f"{path}: expected a .ckpt (PyTorch Lightning) or .npz state_dict")
+        return load_npz_state_dict(path)
+    if path.suffix in (".ckpt", ".pt", ".pth"):
+        return load_lightning_checkpoint(path, use_ema=use_ema)[0]
+    raise ConversionError(f"{path}: expected a .ckpt (PyTorch Lightning) or .npz state_dict")
+
+
+def import_reference(path, model=None, use_ema: bool = True):
+    """Import reference weights from ``.ckpt`` or ``.npz``; returns ``(model, variables)``.
+
+    When ``model`` is None it is inferred from the tensor shapes (:func:`infer_reference_model`): each family of
+    NCSN++ networks recognises its own layouts (a prior, SGMSE+'s conditional model, the supervised baseline,
+    the audio-visual prior), at any width ``nf``. The returned model's ``family`` says which; loaders check it
+    (a conditional model never loads as a prior). The model's family may drop entries it does not import
+    (:meth:`jaxse.registry.Family.reference_state`: e.g. a frozen feature extractor).
+    """
+    state = read_reference_state(path, use_ema)
     if model is None:
         model = infer_reference_model(state)
-    if getattr(model, "family", None) == "av":  # the frozen lip-feature extractor: features are precomputed here
-        state = {k: v for k, v in state.items() if not re.match(r"(dnn\.|param/)?feature_extractor\.", k)}
+    state = registry.family(getattr(model, "family", None)).reference_state(state)
     return model, state_dict_to_variables(model, state)
 
 
 def infer_reference_model(state: Mapping[str, np.ndarray]):
-    """Guess which reference model a state_dict belongs to from its tensor shapes.
-
-    * a Fourier time embedding (``all_modules.0.W``) and 2 input channels: a clean-speech prior
-      (:class:`ScoreModel`), the 65M UDiffSE layout (output divided by t) or NCSN++M (noise parameterisation);
-    * a time embedding and 4 input channels (x_t and the noisy y): SGMSE+'s conditional score model
-      (:class:`jaxse.sgmse.models.ConditionalScoreModel`, 65M layout, output divided by t);
-    * no time embedding, 2 input channels: the supervised baseline (:class:`jaxse.sgmse.models.PredictiveModel`);
-    * NCSN++M with cross-attention blocks (``*.cross_attention.*``): the audio-visual prior
-      (:class:`jaxse.av.models.AVScoreModel`; the feature dimension and the first block's head size are read
-      from the shapes).
-
-    ``nf`` is read from the input convolution, so any width is recognised.
-    """
-    from jaxse.diffusion.ncsnpp import NCSNppConfig
-
-    state = _strip_prefix(state)
-    indices = [int(m.group(1)) for k in state if (m := re.match(r"all_modules\.(\d+)\.", k))]
-    if not indices:
-        raise ConversionError("not an NCSN++ state_dict (no all_modules.* entries)")
-    timed = "all_modules.0.W" in state
-    first_conv = state.get("all_modules.3.weight" if timed else "all_modules.0.weight")
-    if first_conv is None or np.ndim(first_conv) != 4:
-        raise ConversionError("not an NCSN++ state_dict (no input convolution where the reference puts it)")
-    nf, in_ch = int(np.shape(first_conv)[0]), int(np.shape(first_conv)[1])
-    # Module counts of the reference layouts without the 3 time-embedding modules (independent of nf).
-    n_modules = 1 + max(indices) - (3 if timed else 0)
-    big = dict(nf=nf)
-    small = dict(nf=nf, ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=())
-    xattn = sorted({int(m.group(1)) for k in state if (m := re.match(r"all_modules\.(\d+)\.cross_attention\.", k))})
-    if timed and in_ch == 2 and xattn and n_modules - len(xattn) == 33:
-        from jaxse.av.models import AVScoreModel
-
-        first = xattn[0]
-        cond_dim = int(np.shape(state[f"all_modules.{first}.cross_attention.to_k.weight"])[1])
-        d_head = int(np.shape(state[f"all_modules.{first}.cross_attention.to_q.weight"])[0])
-        d_model = int(np.shape(state[f"all_modules.{first}.cross_attention.to_q.weight"])[1])
-        return AVScoreModel(net=NCSNppConfig(**small, output_scaling="none", cond_dim=cond_dim,
-                                             xattn_first_d_head=0 if d_head == d_model else d_head),
-                            parameterization="noise")
-    if timed and in_ch == 2 and n_modules in (74, 33):
-        if n_modules == 74:
-            return ScoreModel(net=NCSNppConfig(**big), parameterization="udiffse")
-        return ScoreModel(net=NCSNppConfig(**small, output_scaling="none"), parameterization="noise")
-    if timed and in_ch == 4 and n_modules == 74:
-        from jaxse.sgmse.models import ConditionalScoreModel
-
-        return ConditionalScoreModel(net=NCSNppConfig(**big, in_channels=4), parameterization="udiffse")
-    if not timed and in_ch == 2 and n_modules == 74:
-        from jaxse.sgmse.models import PredictiveModel
-
-        return PredictiveModel(net=NCSNppConfig(**big, time_embedding=False, output_scaling="none"))
+    """The model a reference NCSN++ state_dict belongs to: the first family whose detector
+    (:meth:`jaxse.registry.Family.reference_model`) recognises its :class:`ReferenceLayout`."""
+    layout = ReferenceLayout.of(state)
+    for name in registry.family_names():
+        model = registry.family(name).reference_model(layout)
+        if model is not None:
+            return model
     raise ConversionError(
-        f"unknown NCSN++ layout: {n_modules} modules, {in_ch} input channels, "
-        f"{'with' if timed else 'without'} time embedding (known: the 65M UDiffSE prior, NCSN++M, SGMSE+'s "
-        "conditional 4-channel net, the supervised 2-channel net without time embedding)")
+        f"unknown NCSN++ layout: {layout.num_modules} modules, {layout.in_channels} input channels, "
+        f"{'with' if layout.timed else 'without'} time embedding (known: the 65M UDiffSE prior, NCSN++M, SGMSE+'s "
+        "conditional 4-channel net, the supervised 2-channel net without time embedding, NCSN++M with "
+        "cross-attention)")
 
 
 def main(argv=None) -> int:
@@ -235,8 +247,8 @@ def main(argv=None) -> int:
     import argparse
     import sys
 
-    from jaxse.export import export_prior
-    
+    from jaxse.diffusion.export import export_prior
+
     ap = argparse.ArgumentParser(prog="python -m jaxse.convert", description=main.__doc__)
     ap.add_argument("input", help="reference PyTorch Lightning .ckpt (UDiffSE or fast_UdiffSE) or .npz state_dict")
     ap.add_argument("-o", "--output", required=True, help="directory of the jaxse prior to write")
@@ -248,8 +260,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = export_prior(args.output, model, variables, extra={"source": str(Path(args.input).name)})
-    kind = {"ncsnpp": f"{model.parameterization} prior", "sgmse": "SGMSE+ conditional score model",
-            "supervised": "supervised (predictive) model"}[model.family]
+    kind = registry.family(model.family).describe_model(model)
     print(f"wrote {out}: {kind}, NCSN++ nf={model.net.nf} ch_mult={model.net.ch_mult}, "
           f"{count_params(variables['params']):,} parameters (model family {model.family!r})")
     return 0

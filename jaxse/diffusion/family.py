@@ -1,10 +1,17 @@
-"""The ``"ncsnpp"`` model family: the clean-speech diffusion prior (NCSN++/NCSN++M score network on the
-compressed complex STFT, OUVE SDE), trained by denoising score matching with an EMA of the parameters."""
+"""What the families of NCSN++ score networks share (the score-model core knows none of them):
+
+* :class:`NCSNppCheckpointFamily`: the compressed STFT of ``config.spec``, an EMA of the parameters, warm start
+  from a checkpoint of the same model, exports in the checkpoint layout of
+  :func:`jaxse.diffusion.export.export_prior` (the prior, SGMSE+, the supervised baseline, the AV prior);
+* :class:`ScorePriorFamily`: a clean-speech score prior trained by denoising score matching (OUVE SDE,
+  NCSN++/NCSN++M, ``score`` parameterisation), the base of the ``ncsnpp`` family (:mod:`jaxse.prior.family`) and
+  of the ``av`` family (:mod:`jaxse.av.family`, whose networks take conditioning frames).""" 
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from pathlib import Path
 
 import jax
 
@@ -35,7 +42,7 @@ class NCSNppCheckpointFamily(registry.Family):
     """What every family of NCSN++ networks shares (the prior here, SGMSE+ and the supervised baseline in
     :mod:`jaxse.sgmse.family`): the compressed STFT of ``config.spec``, an EMA of the parameters that
     validation, samples and exports use, warm start from a checkpoint of the same model, and exports in the
-    checkpoint layout of :func:`jaxse.export.export_prior`."""
+    checkpoint layout of :func:`jaxse.diffusion.export.export_prior`."""
 
     uses_ema = True
 
@@ -59,19 +66,36 @@ class NCSNppCheckpointFamily(registry.Family):
         return {"params": restored["ema_params"], "constants": restored.get("constants") or {}}
 
     def export(self, directory, model, variables, spec, step, valid_loss, config, info):
-        from jaxse.export import export_prior
+        from jaxse.diffusion.export import export_prior
 
         train_config = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
         return export_prior(directory, model, jax.device_get(variables), spec, step=step,
                             extra={"valid_loss_ema": None if valid_loss is None else float(valid_loss),
                                    "train_config": train_config, **(info or {})})
 
+    def export_checkpoint(self, workdir, step, output, records):
+        """The EMA weights of checkpoint ``step`` as a prior (:func:`jaxse.diffusion.export.export_prior`), with
+        its EMA validation loss and training config in the metadata."""
+        from jaxse.core.loading import load_checkpoint
+        from jaxse.diffusion.export import export_prior
+        from jaxse.pytree import count_params
+
+        valid = records.get(step, {}).get("valid/loss")
+        valid = None if valid is None else float(valid)
+        model, variables, meta = load_checkpoint(Path(workdir) / "checkpoints" / str(step))
+        out = export_prior(output, model, variables, SpecConfig(**meta["spec"]), step=step,
+                           extra={"valid_loss_ema": valid, "train_config": meta.get("config")})
+        return out, (f"wrote {out}: step {step}, EMA valid loss {valid}, "
+                     f"{count_params(variables['params']):,} parameters")
 
 
-class DiffusionFamily(NCSNppCheckpointFamily):
-    name = "ncsnpp"
-    has_sampler = True
+
+class ScorePriorFamily(NCSNppCheckpointFamily):
+    """A clean-speech score prior (DSM on clean crops, EMA). Subclasses set ``name``, ``model_class`` and
+    ``conditioned`` (whether its networks take conditioning frames, ``config.model.cond_dim > 0``)."""
+
     model_class = ScoreModel
+    conditioned = False
 
     def model_from_config(self, config) -> ScoreModel:
         """The NCSN++ fields + ``parameterization`` of ``config.model``, and ``config.sde``; the network's
@@ -87,10 +111,11 @@ class DiffusionFamily(NCSNppCheckpointFamily):
             raise ValueError(f"unknown config.model fields: {sorted(unknown)}")
         net_kw = {k: m[k] for k in m.keys() if k in net_fields}
         net = NCSNppConfig(output_scaling=OUTPUT_SCALING[parameterization], **net_kw)
-        if (net.cond_dim > 0) != (self.name == "av"):
-            raise ValueError("config.model.cond_dim > 0 (conditioning frames) is the 'av' family's: set "
-                             "config.model.family='av'" if net.cond_dim else
-                             "the 'av' family needs config.model.cond_dim > 0 (the visual feature dimension)")
+        if (net.cond_dim > 0) != self.conditioned:
+            conditioned = [n for n in registry.family_names() if getattr(registry.family(n), "conditioned", False)]
+            raise ValueError(f"config.model.cond_dim > 0 (conditioning frames) is the {' or '.join(map(repr, conditioned))} "
+                             f"family's: set config.model.family={conditioned[0]!r}" if net.cond_dim else
+                             f"the {self.name!r} family needs config.model.cond_dim > 0 (the conditioning dimension)")
         return self.model_class(net=net, parameterization=parameterization, sde=OUVESDE(**dict(config.sde)))
 
     def model_from_dict(self, d: dict) -> ScoreModel:
@@ -123,5 +148,3 @@ class DiffusionFamily(NCSNppCheckpointFamily):
 
         return fn
 
-
-FAMILY = DiffusionFamily()

@@ -11,10 +11,11 @@ keeps what it measured):
    ``--repeats`` calls after the first) and memory (XLA's ``memory_analysis`` of the compiled program:
    arguments + outputs + temporaries) of the 28M NCSN++M (UDiffSE+) and the 65M NCSN++ (UDiffSE) at
    1 × 256 and 4 × 512 frames, in float32 and bfloat16 compute (parameters float32);
-3. the full-recipe real-time factor of UDiffSE+ and UDiffSE (the reference settings of
-   :class:`jaxse.diffusion.udiffse.PosteriorConfig`: 30 steps, b = 4 samples, UDiffSE 5 EM iterations)
-   on one 4 s utterance (512 frames) with the 28M network, and UDiffSE with the 65M, measured (the whole
-   compiled enhancement program, STFT to waveform; random weights: the cost does not depend on them);
+3. the full-recipe real-time factor of UDiffSE+ and UDiffSE (the default settings of the methods in
+   :mod:`jaxse.registry`: 30 steps, b = 4 samples, UDiffSE 5 EM iterations) on one 4 s utterance (512 frames)
+   with the 28M network, and UDiffSE with the 65M, measured (the whole compiled enhancement program of the
+   engine, :class:`jaxse.engine.batch.Enhancer`, STFT to waveform, on the backend that
+   :meth:`jaxse.registry.Method.make_backend` makes; random weights: the cost does not depend on them);
 4. training steps per second of the 28M recipe (``configs/udiffse_plus_28m.py``, its batch of 4 × 256-frame
    crops) over all local devices;
 5. the project's goals beside the measured figures (UDiffSE+ 28M RTF ≤ 0.5, UDiffSE 65M RTF ≤ 2; the
@@ -23,7 +24,8 @@ keeps what it measured):
 Items run in that order of importance within ``--budget-s`` (default 570 s of the 10 minutes a check may
 take): an item that would start after the budget is spent is listed as skipped. ``--quick`` measures the same
 items at toy sizes (nf 8 networks, 64 frames, 2 steps, a 1 s utterance, ``configs/cpu_small.py``) so that the
-script is exercised on a CPU in the tests.
+script is exercised on a CPU in the tests. The networks are the models of ``configs/udiffse_plus_28m.py`` and
+``configs/udiffse_65m.py``, built by their family (:meth:`jaxse.registry.Family.model_from_config`).
 """
 
 from __future__ import annotations
@@ -39,12 +41,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxse.diffusion.models import UDIFFSE_65M, UDIFFSE_PLUS_28M, ScoreModel
-from jaxse.diffusion.sde import complex_normal
-from jaxse.diffusion.udiffse import PosteriorConfig
-from jaxse.evaluation.benchmark import (REPO, _cost, _load_config_file, compile_timed, environment,
-                                        run_timed, time_train_step, write_json_atomic)
-from jaxse.spectral import SpecConfig
+from jaxse import registry
+from jaxse.errors import one_line
+from jaxse.evaluation.bench_networks import CONFIGS, model_of_config
+from jaxse.evaluation.bench_timing import (compile_timed, complex_normal, cost_analysis, environment,
+                                           load_config_file, run_timed, time_train_step, write_json_atomic)
 
 SCHEMA = "jaxse.evaluation.accelerator/1"
 GOALS = {"udiffse+ 28m rtf": 0.5, "udiffse 65m rtf": 2.0}
@@ -54,34 +55,42 @@ GOALS = {"udiffse+ 28m rtf": 0.5, "udiffse 65m rtf": 2.0}
 class Plan:
     """What one check measures (the full check, or its ``--quick`` reduction)."""
 
-    networks: dict  # name -> ScoreModel
+    networks: dict  # name -> (score model, spectral settings), as their family builds them from a config
     shapes: tuple  # (rows, frames) of the bare forward
     dtypes: tuple
     seconds: float  # utterance length of the RTF runs
-    recipes: tuple  # (method, network, PosteriorConfig)
+    recipes: tuple  # (method, network, the method's settings)
     train_config: str
     train_steps: int
     repeats: int
     quick: bool
 
 
-def _toy(model: ScoreModel) -> ScoreModel:
-    return dataclasses.replace(model, net=dataclasses.replace(model.net, nf=8))
+NETWORK_CONFIGS = {"28m": "udiffse_plus_28m.py", "65m": "udiffse_65m.py"}  # the networks' training configs
+
+
+def _network(name: str, **model_fields) -> tuple:
+    """``(model, spec)`` of the training config of network ``name`` (``model_fields`` changed)."""
+    return model_of_config(load_config_file(CONFIGS / NETWORK_CONFIGS[name]), **model_fields)
+
+
+def _settings(method: str, **fields):
+    return registry.method(method).make_settings(**fields)
 
 
 def make_plan(quick: bool) -> Plan:
     if quick:
         reduced = dict(num_steps=2, num_samples=1)
-        return Plan(networks={"28m-nf8": _toy(UDIFFSE_PLUS_28M), "65m-nf8": _toy(UDIFFSE_65M)},
+        return Plan(networks={"28m-nf8": _network("28m", nf=8), "65m-nf8": _network("65m", nf=8)},
                     shapes=((1, 64), (2, 64)), dtypes=("float32", "bfloat16"), seconds=1.0,
-                    recipes=(("udiffse+", "28m-nf8", PosteriorConfig(method="udiffse+", **reduced)),
-                             ("udiffse", "28m-nf8", PosteriorConfig(method="udiffse", num_em=1, **reduced))),
+                    recipes=(("udiffse+", "28m-nf8", _settings("udiffse+", **reduced)),
+                             ("udiffse", "28m-nf8", _settings("udiffse", num_em=1, **reduced))),
                     train_config="cpu_small.py", train_steps=2, repeats=1, quick=True)
-    return Plan(networks={"28m": UDIFFSE_PLUS_28M, "65m": UDIFFSE_65M}, shapes=((1, 256), (4, 512)),
+    return Plan(networks={"28m": _network("28m"), "65m": _network("65m")}, shapes=((1, 256), (4, 512)),
                 dtypes=("float32", "bfloat16"), seconds=4.0,
-                recipes=(("udiffse+", "28m", PosteriorConfig(method="udiffse+")),
-                         ("udiffse", "28m", PosteriorConfig(method="udiffse")),
-                         ("udiffse", "65m", PosteriorConfig(method="udiffse"))),
+                recipes=(("udiffse+", "28m", _settings("udiffse+")),
+                         ("udiffse", "28m", _settings("udiffse")),
+                         ("udiffse", "65m", _settings("udiffse"))),
                 train_config="udiffse_plus_28m.py", train_steps=5, repeats=3, quick=False)
 
 
@@ -124,26 +133,27 @@ def _device_peak_gib() -> float | None:
     return peak / 2**30 if peak else None
 
 
-def forward_check(model: ScoreModel, variables, rows: int, frames: int, repeats: int) -> dict:
-    """One bare score-network evaluation at ``(rows, F, frames)``: compile, steady time, FLOPs, memory."""
-    spec = SpecConfig()
+def forward_check(model, variables, spec, rows: int, frames: int, repeats: int) -> dict:
+    """One bare score-network evaluation (``model.score``) at ``(rows, F, frames)``: compile, steady time,
+    FLOPs, memory."""
     x = 0.3 * complex_normal(jax.random.PRNGKey(1), (rows, spec.num_bins, frames))
     t = jnp.full((rows,), 0.5, jnp.float32)
     compiled, times = compile_timed(model.score, (variables, x, t))
-    out = {**times, **run_timed(lambda: compiled(variables, x, t), repeats), **_cost(compiled), **_memory(compiled)}
+    out = {**times, **run_timed(lambda: compiled(variables, x, t), repeats), **cost_analysis(compiled), **_memory(compiled)}
     out["tflops_per_s"] = out["flops"] / out["steady_s"] / 1e12 if out.get("flops") else None
     return out
 
 
-def rtf_check(model: ScoreModel, variables, cfg: PosteriorConfig, seconds: float) -> dict:
-    """The whole compiled enhancement program (STFT, sampler, inverse STFT) on one utterance of ``seconds``."""
+def rtf_check(method: str, model, variables, cfg, spec, seconds: float) -> dict:
+    """The whole compiled enhancement program (STFT, sampler, inverse STFT) of ``method`` (settings ``cfg``) with
+    ``model`` on one utterance of ``seconds``: the engine on the method's backend for the model."""
     from jaxse import parallel
-    from jaxse.enhance import Enhancer
+    from jaxse.engine.batch import Enhancer
 
-    spec = SpecConfig()
     n = int(round(seconds * spec.sample_rate))
     frames = parallel.round_up(spec.num_frames(n), 64)
-    enh = Enhancer(model, variables, cfg, spec=spec, batch_size=1, chunk_frames=frames, row_by_row=False)
+    backend = registry.method(method).make_backend(model, variables, cfg, spec)
+    enh = Enhancer(backend, batch_size=1, chunk_frames=frames, row_by_row=False)
     rng = np.random.default_rng(0)
     wave = (0.1 * rng.standard_normal(n)).astype(np.float32)
     kd = parallel.key_data(0, "accelerator-check")
@@ -155,9 +165,9 @@ def rtf_check(model: ScoreModel, variables, cfg: PosteriorConfig, seconds: float
     t0 = time.perf_counter()
     call()
     steady = time.perf_counter() - t0
-    return {"settings": cfg.to_dict(), "nfe": cfg.nfe, "frames": frames, "audio_s": seconds,
+    return {"settings": cfg.to_dict(), "nfe": backend.nfe, "frames": frames, "audio_s": seconds,
             "compile_s": sum(enh.compile_seconds.values()), "first_call_s": first, "steady_s": steady,
-            "rtf": steady / seconds, "per_nfe_s": steady / cfg.nfe}
+            "rtf": steady / seconds, "per_nfe_s": steady / backend.nfe}
 
 
 class Check:
@@ -172,12 +182,13 @@ class Check:
         if self.output:
             write_json_atomic(self.output, self.result)
 
-    def model(self, name: str, dtype: str) -> tuple[ScoreModel, Any]:
-        base = self.plan.networks[name]
+    def model(self, name: str, dtype: str) -> tuple[Any, Any, Any]:
+        """``(model, variables, spec)`` of network ``name`` computing in ``dtype`` (random weights, made once)."""
+        base, spec = self.plan.networks[name]
         model = dataclasses.replace(base, net=dataclasses.replace(base.net, dtype=dtype))
         if name not in self.variables:
-            self.variables[name] = jax.block_until_ready(model.init(jax.random.PRNGKey(0), SpecConfig().num_bins))
-        return model, self.variables[name]
+            self.variables[name] = jax.block_until_ready(model.init(jax.random.PRNGKey(0), spec.num_bins))
+        return model, self.variables[name], spec
 
     def item(self, what: str, fn: Callable[[], dict], where: str) -> None:
         elapsed = time.perf_counter() - self.t0
@@ -188,7 +199,7 @@ class Check:
         try:
             r = fn()
         except Exception as exc:  # one failed measurement (e.g. out of memory) does not end the check
-            msg = " ".join(str(exc).split())[:500] or type(exc).__name__
+            msg = one_line(exc, 500) or type(exc).__name__
             self.result["errors"].append({"item": what, "error": msg})
             self.log(f"FAILED {what}: {msg}")
         else:
@@ -210,16 +221,16 @@ class Check:
             for name in p.networks:
                 for dtype in p.dtypes:
                     def fwd(name=name, dtype=dtype, rows=rows, frames=frames):
-                        model, variables = self.model(name, dtype)
+                        model, variables, spec = self.model(name, dtype)
                         return {"network": name, "dtype": dtype, "rows": rows, "frames": frames,
-                                **forward_check(model, variables, rows, frames, p.repeats)}
+                                **forward_check(model, variables, spec, rows, frames, p.repeats)}
                     self.item(f"forward {name} {dtype} {rows}x{frames}", fwd, "forward")
             if (rows, frames) == p.shapes[0]:  # the RTFs and the training step before the larger shapes
                 for method, name, cfg in p.recipes:
                     def rtf(method=method, name=name, cfg=cfg):
-                        model, variables = self.model(name, "float32")
+                        model, variables, spec = self.model(name, "float32")
                         return {"method": method, "network": name, "dtype": "float32",
-                                **rtf_check(model, variables, cfg, p.seconds)}
+                                **rtf_check(method, model, variables, cfg, spec, p.seconds)}
                     self.item(f"rtf {method} {name}", rtf, "rtf")
                 self.item(f"train {p.train_config}", self.train, "train")
         self.result["device_peak_gib"] = _device_peak_gib()
@@ -230,7 +241,7 @@ class Check:
         return self.result
 
     def train(self) -> dict:
-        config = _load_config_file(REPO / "configs" / self.plan.train_config)
+        config = load_config_file(CONFIGS / self.plan.train_config)
         return {"config": self.plan.train_config, **time_train_step(config, self.plan.train_steps)}
 
 

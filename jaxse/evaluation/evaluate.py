@@ -53,6 +53,8 @@ import numpy as np
 from jaxse.evaluation import metrics as M
 from jaxse.audio import AUDIO_EXTENSIONS, AudioError, read_audio, write_bytes_atomic
 from jaxse.logging_utils import ProgressBar, format_duration
+from jaxse.errors import one_line
+from jaxse.evaluation.figures import choose_figures, draw_figure, figure_name
 
 SAMPLE_RATE = M.SAMPLE_RATE
 LOG_NAME = "enhance_log.csv"
@@ -150,7 +152,7 @@ def load_manifest(path) -> dict[str, dict]:
     except FileNotFoundError:
         raise EvalError(f"manifest {path} does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EvalError(f"manifest {path} cannot be read: {' '.join(str(exc).split())}") from None
+        raise EvalError(f"manifest {path} cannot be read: {one_line(exc, None)}") from None
     recs = obj.get("mixtures") if isinstance(obj, dict) else None
     if not isinstance(recs, list):
         raise EvalError(f"manifest {path} has no 'mixtures' list (not written by python -m jaxse.mix?)")
@@ -188,7 +190,7 @@ def read_enhance_log(path) -> dict[str, tuple[float, float]]:
                     out[_strip_ext(row["file"].replace("\\", "/"))] = (duration, seconds)
             return out
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise EvalError(f"{path} cannot be read: {' '.join(str(exc).split())}") from None
+        raise EvalError(f"{path} cannot be read: {one_line(exc, None)}") from None
 
 
 @dataclass
@@ -294,7 +296,7 @@ def score_item(item: Item, metrics: Sequence[str], short_clip: str = "nan", si_m
             scores = M.compute_metrics(sig, s, x, SAMPLE_RATE, enh_metrics, short_clip=short_clip,
                                        si_method=si_method)
         except (ValueError, M.MetricError) as exc:
-            msgs.append(f"{prefix or 'enhanced'}: {' '.join(str(exc).split())}")
+            msgs.append(f"{prefix or 'enhanced'}: {one_line(exc, None)}")
             continue
         for m, v in scores.items():
             row[prefix + m] = v
@@ -315,7 +317,7 @@ def _score_safely(args) -> dict:
             row[m] = math.nan
             if item.noisy is not None:
                 row["input_" + m] = math.nan
-        row["message"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        row["message"] = f"{type(exc).__name__}: {one_line(exc, None)}"
         return row
 
 
@@ -436,90 +438,6 @@ def summarize(rows: Sequence[dict], metrics: Sequence[str], has_input: bool) -> 
         if out[name] and rest:
             out[name]["(unknown)"] = group_stats(rest, metrics, has_input)
     return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Figures
-
-
-def _spectrogram_db(x: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    if x.size < n_fft:
-        x = np.pad(x, (0, n_fft - x.size))
-    frames = np.lib.stride_tricks.sliding_window_view(np.pad(x, n_fft // 2), n_fft)[::hop]
-    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)
-    mag = np.abs(np.fft.rfft(frames * window, axis=-1))
-    return 20.0 * np.log10(mag + 1e-10).T  # (freq, time)
-
-
-def choose_figures(rows: Sequence[dict], k: int) -> list[int]:
-    """Indices of ``k`` rows to draw: round-robin over the SNRs (ascending), taking each SNR's files in
-    path order; without SNRs, ``k`` files evenly spaced in path order. Deterministic."""
-    n = len(rows)
-    k = max(0, min(int(k), n))
-    if k == 0:
-        return []
-    snrs = sorted({r["snr_db"] for r in rows if r.get("snr_db") is not None})
-    if snrs:
-        queues = [[i for i, r in enumerate(rows) if r.get("snr_db") == v] for v in snrs]
-        queues.append([i for i, r in enumerate(rows) if r.get("snr_db") is None])
-        chosen: list[int] = []
-        depth = 0
-        while len(chosen) < k:
-            for q in queues:
-                if depth < len(q) and len(chosen) < k:
-                    chosen.append(q[depth])
-            depth += 1
-        return chosen
-    if k == 1:
-        return [0]
-    return sorted({round(j * (n - 1) / (k - 1)) for j in range(k)})
-
-
-def _figure_name(key: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key.replace("/", "__"))
-    return safe + ".png"
-
-
-def draw_figure(item: Item, row: dict) -> bytes:
-    """PNG bytes of the stacked dB spectrograms (noisy / enhanced / clean) of one file (Agg, no pyplot)."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise M.MissingDependencyError(f"figures need the package 'matplotlib': {M.EVAL_EXTRA_HINT}") from exc
-    panels = []
-    if item.noisy is not None:
-        cond = ", ".join(p for p in (f"{row['snr_db']:g} dB" if row.get("snr_db") is not None else "",
-                                     row.get("noise_type") or "") if p)
-        panels.append(("noisy" + (f" ({cond})" if cond else ""), item.noisy, "input_"))
-    panels.append(("enhanced", item.enhanced, ""))
-    panels.append(("clean", item.clean, None))
-    specs = []
-    for title, path, prefix in panels:
-        x = read_audio(path, target_sr=SAMPLE_RATE).samples
-        if prefix is not None:
-            parts = [f"{lab} {row[prefix + m]:.2f}" for m, lab in (("pesq_wb", "PESQ-WB"), ("si_sdr", "SI-SDR"))
-                     if isinstance(row.get(prefix + m), float) and math.isfinite(row[prefix + m])]
-            if parts:
-                title += ": " + ", ".join(parts)
-        specs.append((title, _spectrogram_db(x), x.size / SAMPLE_RATE))
-    vmax = max(float(s.max()) for _, s, _ in specs)
-    fig = Figure(figsize=(9, 2.3 * len(specs) + 0.4))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(len(specs), 1, sharex=True, squeeze=False)[:, 0]
-    im = None
-    for ax, (title, spec, dur) in zip(axes, specs):
-        im = ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=vmax - 80.0, vmax=vmax,
-                       extent=(0.0, dur, 0.0, SAMPLE_RATE / 2000.0), interpolation="nearest")
-        ax.set_title(title, fontsize=9, loc="left")
-        ax.set_ylabel("kHz")
-    axes[-1].set_xlabel("time (s)")
-    fig.suptitle(item.file, fontsize=10)
-    fig.colorbar(im, ax=list(axes), label="dB", shrink=0.9)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -710,12 +628,12 @@ def evaluate(enhanced, clean, out_dir, noisy=None, manifest=None, metrics=None, 
     figs: list[dict] = []
     pngs: list[tuple[Path, bytes]] = []
     for i in choose_figures(rows, figures):
-        name = "figures/" + _figure_name(p.items[i].key)
+        name = "figures/" + figure_name(p.items[i].key)
         try:
             pngs.append((out_dir / name, draw_figure(p.items[i], rows[i])))
             figs.append({"file": rows[i]["file"], "png": name})
         except (AudioError, ValueError, OSError) as exc:
-            stream.write(f"note: no figure for {rows[i]['file']}: {' '.join(str(exc).split())}\n")
+            stream.write(f"note: no figure for {rows[i]['file']}: {one_line(exc, None)}\n")
 
     info = {"enhanced": str(enhanced), "clean": str(clean), "noisy": str(noisy) if noisy is not None else None,
             "manifest": str(p.manifest) if p.manifest else None, "enhance_log": str(p.log) if p.log else None,
@@ -799,7 +717,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            short_clip=args.short_clip, si_method=args.si_method, allow_missing=args.allow_missing,
                            progress=not args.no_progress)
     except (EvalError, M.MissingDependencyError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"error: {one_line(exc, None)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted (no report written)", file=sys.stderr)

@@ -47,14 +47,13 @@ from typing import Any, Callable, NamedTuple, Sequence, TextIO
 import numpy as np
 import soundfile as sf
 
-from jaxse.audio import (AudioError, find_audio_files, is_under, probe_audio, read_audio, resample, write_audio,
-                         write_bytes_atomic)
+from jaxse.audio import (LSB16, AudioError, find_audio_files, is_silent, is_under, probe_audio, read_audio,
+                         resample, snr_gain, write_audio, write_bytes_atomic)
+from jaxse.errors import one_line
 from jaxse.logging_utils import ProgressBar, format_duration
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
-LSB16 = 2.0**-15
-"""One least significant bit of 16-bit audio in [-1, 1): clean audio (and noise) peaking below it is silent."""
 PEAK_LIMIT = 1.0 - LSB16
 """Largest value 16-bit PCM stores: mixtures peaking above it are scaled down to it."""
 MAX_NOISE_TRIES = 100
@@ -146,7 +145,7 @@ def _read_looped(path: str, start: int, count: int) -> np.ndarray:
     except AudioError:
         raise
     except Exception as exc:  # libsndfile errors, OSError, ...
-        raise AudioError(f"{path}: not a readable audio file ({' '.join(str(exc).split())})") from exc
+        raise AudioError(f"{path}: not a readable audio file ({one_line(exc, None)})") from exc
     data = np.concatenate(pieces) if pieces else np.zeros((0, 1), np.float32)
     x = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float64).astype(np.float32)
     if not np.isfinite(x).all():
@@ -178,20 +177,6 @@ def read_noise_segment(path, start: int, num_samples: int, sample_rate: int) -> 
     x = _read_looped(p, start - context_in, context_in + count_in + context_in)
     y = resample(x, info.sample_rate, sample_rate)
     return np.ascontiguousarray(y[context_out : context_out + num_samples])
-
-
-def is_silent(x: np.ndarray) -> bool:
-    """True when ``x`` has no energy or never reaches one 16-bit LSB."""
-    return x.size == 0 or float(np.max(np.abs(x))) < LSB16
-
-
-def snr_gain(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> float:
-    """The gain ``g`` with ``10 log10(sum(clean^2) / sum((g noise)^2)) == snr_db`` (computed in float64)."""
-    es = float(np.sum(np.square(clean, dtype=np.float64)))
-    en = float(np.sum(np.square(noise, dtype=np.float64)))
-    if es <= 0.0 or en <= 0.0:
-        raise ValueError("snr_gain needs clean and noise with non-zero energy")
-    return math.sqrt(es / (en * 10.0 ** (snr_db / 10.0)))
 
 
 def _combine(clean: np.ndarray, noise: np.ndarray, gain: float, scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -504,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   args.max_files, overwrite=args.overwrite)
     except (MixError, AudioError, OSError) as exc:
         clear = "\r\x1b[K" if sys.stderr.isatty() else ""  # on a terminal, the error replaces a progress bar
-        print(f"{clear}error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"{clear}error: {one_line(exc, None)}", file=sys.stderr)
         return 1
     print(summary_line(manifest, args.output, time.perf_counter() - t0), file=sys.stderr)
     return 0

@@ -15,6 +15,8 @@ from jaxse.core.backend import CheckpointError, MethodBackend
 from jaxse.core.loading import checkpoint_path
 from jaxse.rvae.posterior import RVAEPosteriorConfig, rvae_posterior
 from jaxse.rvae.spectral import RVAESpecConfig
+from jaxse.rvae.training import RVAEModel
+from jaxse.errors import one_line
 
 
 class RVAEBackend(MethodBackend):
@@ -24,12 +26,14 @@ class RVAEBackend(MethodBackend):
     frame mask. Any frame count works; rows use buckets of ``frame_quantum`` (64) frames all the same.
 
     ``nfe`` counts decoder forward passes per row; :meth:`cost` has the EM iterations and every pass count
-    (:meth:`jaxse.rvae.posterior.RVAEPosteriorConfig.cost`).
+    (:meth:`jaxse.rvae.posterior.RVAEPosteriorConfig.cost`). ``model``: the :class:`jaxse.rvae.training.RVAEModel`
+    of the parameters (default: read from their shapes).
     """
 
     def __init__(self, params, cfg: RVAEPosteriorConfig = RVAEPosteriorConfig(),
                  spec: RVAESpecConfig = RVAESpecConfig(), *, posterior: Callable = rvae_posterior,
-                 frame_quantum: int = 64, eps: float = 1e-12):
+                 frame_quantum: int = 64, eps: float = 1e-12, model: RVAEModel | None = None):
+        self._model = model
         self.variables = params
         self.cfg = cfg
         self.spec = spec
@@ -38,6 +42,13 @@ class RVAEBackend(MethodBackend):
         self.quantum = int(frame_quantum)
         self.quantum_note = "the RVAE's bucket quantum"
         self.eps = float(eps)
+
+    @property
+    def model(self) -> RVAEModel:
+        """The RVAE these parameters are for (given, or read from their shapes on first use)."""
+        if self._model is None:
+            self._model = RVAEModel.from_variables(self.variables)
+        return self._model
 
     def norm_factor(self, wave):
         return max(float(np.max(np.abs(np.asarray(wave, np.float64)))), self.eps)
@@ -93,11 +104,17 @@ def load_rvae_prior(checkpoint=None):
             known = {f.name for f in dataclasses.fields(RVAESpecConfig)}
             spec = RVAESpecConfig(**{k: v for k, v in meta_spec.items() if k in known})
     except Exception as exc:
-        raise CheckpointError(f"{path}: could not load the RVAE ({' '.join(str(exc).split())[:300]})") from exc
+        raise CheckpointError(f"{path}: could not load the RVAE ({one_line(exc)})") from exc
     if cfg.x_dim != spec.num_bins:
         raise CheckpointError(f"{path}: the RVAE models {cfg.x_dim} frequency bins, its STFT (n_fft={spec.n_fft}) "
                               f"has {spec.num_bins}")
     return params, spec
+
+
+def make_backend(model: RVAEModel, variables, cfg: RVAEPosteriorConfig, spec: RVAESpecConfig) -> RVAEBackend:
+    """The backend of an RVAE method for ``model`` with ``variables`` (its parameters, e.g. random ones:
+    :meth:`jaxse.registry.Method.make_backend`)."""
+    return RVAEBackend(variables, cfg, spec, model=model)
 
 
 def load_backend(checkpoint, cfg: RVAEPosteriorConfig) -> RVAEBackend:

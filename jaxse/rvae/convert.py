@@ -36,6 +36,7 @@ import numpy as np
 
 from jaxse.pytree import count_params
 from jaxse.rvae.net import RVAEConfig, abstract_params
+from jaxse.errors import one_line
 
 FORMAT = "jaxse-rvae-v1"
 CONFIG_FILE = "rvae.json"
@@ -242,7 +243,7 @@ def main(argv=None) -> int:
     try:
         cfg, params = load_rvae(src)
     except ConversionError as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"error: {one_line(e, None)}", file=sys.stderr)
         return 2
     extra = {"source": src.name}
     if src.is_file():

@@ -18,6 +18,7 @@ class RVAEFamily(registry.Family):
     uses_ema = False
     has_sampler = False
     counts_epochs = True
+    last_value_metrics = ("kl_weight",)  # the KL warm-up weight of the step, logged as is
 
     def detect_directory(self, path: Path) -> str | None:
         """An RVAE directory: ``rvae.json`` (+ ``rvae_params.npz``), family ``"rvae"`` unless it records another."""
@@ -39,7 +40,7 @@ class RVAEFamily(registry.Family):
         return rt.spec_from_config(config)
 
     def validate_config(self, config, model) -> None:
-        from jaxse.training import crop_phases, valid_frames
+        from jaxse.data import crop_phases, valid_frames
 
         if int(config.training.sample_every) > 0:
             raise ValueError("training.sample_every must be 0 for the RVAE (it has no prior sampler)")
@@ -52,6 +53,10 @@ class RVAEFamily(registry.Family):
 
     def objective(self, config, steps_per_epoch):
         return rt.RVAEObjective.from_config(config, steps_per_epoch)
+
+    def patience_start(self, objective) -> int:
+        """The end of the KL warm-up: early stopping counts from there at the earliest."""
+        return 0 if objective is None else int(objective.warmup_steps)
 
     def train_step(self, model, spec, tx, ema_decay, objective):
         objective = rt.RVAEObjective() if objective is None else objective
@@ -87,7 +92,7 @@ class RVAEFamily(registry.Family):
         return {"params": restored["params"], "constants": {}}
 
     def export(self, directory, model, variables, spec, step, valid_loss, config, info):
-        from jaxse.export import rvae_run_info
+        from jaxse.rvae.export import rvae_run_info
 
         train_config = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
         info = dict(info or {})
@@ -95,6 +100,17 @@ class RVAEFamily(registry.Family):
                  **{k: v for k, v in info.items() if k != "data"}}
         return rt.export_rvae(directory, jax.device_get(variables["params"]),
                               rvae_run_info(step, info.get("data", {}), train_config, spec.to_dict(), extra))
+
+    def export_checkpoint(self, workdir, step, output, records):
+        """Checkpoint ``step`` as ``rvae.json`` + ``rvae_params.npz`` + ``MODEL_CARD.md``
+        (:func:`jaxse.rvae.export.export_rvae_run`)."""
+        from jaxse.rvae.export import export_rvae_run
+
+        out = export_rvae_run(workdir, output, step, records)
+        info = json.loads((out / "rvae.json").read_text())
+        valid = records.get(step, {}).get("valid/loss")
+        valid = None if valid is None else float(valid)
+        return out, f"wrote {out}: RVAE step {step}, valid loss {valid}, {info['num_params']:,} parameters"
 
 
 FAMILY = RVAEFamily()

@@ -56,7 +56,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxse.rvae.net import RVAEConfig, decode, encode, init_params
+from jaxse.rvae.net import RVAEConfig, config_from_params, decode, encode, init_params
 from jaxse.rvae.spectral import RVAESpecConfig, stft
 
 FAMILY = "rvae"
@@ -83,6 +83,16 @@ class RVAEModel:
 
     def abstract_variables(self, num_bins: int | None = None) -> dict:
         return jax.eval_shape(lambda k: self.init(k, num_bins), jax.random.PRNGKey(0))
+
+    def decode(self, variables, z):
+        """The decoder alone: log speech variances ``(T, *batch, x_dim)`` of latents ``z`` ``(T, *batch, z_dim)``
+        (``variables``: ``{"params": ...}`` or the parameter dict itself)."""
+        return decode(variables, z)
+
+    @classmethod
+    def from_variables(cls, variables) -> "RVAEModel":
+        """The model a parameter dict was made for (from its shapes)."""
+        return cls(config_from_params(variables))
 
     def to_dict(self) -> dict:
         return {"family": FAMILY, **self.cfg.to_dict()}

@@ -22,6 +22,7 @@ import numpy as np
 
 from jaxse import parallel, registry
 from jaxse.diffusion import samplers
+from jaxse.diffusion.backend import load_score_checkpoint
 from jaxse.core.backend import CheckpointError, MethodBackend
 from jaxse.core.loading import checkpoint_path
 from jaxse.sgmse.models import score_fn_shifted
@@ -141,25 +142,9 @@ def _load(method: str, family: str, checkpoint):
     path = checkpoint_path(checkpoint, default, family,
                            f"no {family} model is shipped with this installation; pass --checkpoint PATH (a "
                            f"train.py workdir or export of a {family} config, or a reference .ckpt/.npz)")
-    try:
-        if path.is_file() and path.suffix.lower() in (".ckpt", ".npz", ".pt", ".pth"):
-            from jaxse.diffusion.convert import import_reference
-
-            model, variables = import_reference(path)
-            if model.family != family:
-                raise CheckpointError(f"{path}: a reference model of the {model.family!r} family, not {family!r} "
-                                      f"(the methods of this one: {', '.join(registry.methods_of(family))})")
-            return model, variables, SpecConfig()
-        from jaxse.core.loading import load_checkpoint
-
-        model, variables, meta = load_checkpoint(path, family=family)
-        return model, variables, SpecConfig(**meta["spec"]) if "spec" in meta else SpecConfig()
-    except CheckpointError:
-        raise
-    except registry.RegistryError as exc:
-        raise CheckpointError(str(exc)) from exc
-    except Exception as exc:
-        raise CheckpointError(f"{path}: could not load the checkpoint ({' '.join(str(exc).split())[:300]})") from exc
+    return load_score_checkpoint(path, family, lambda p, found: (
+        f"{p}: a reference model of the {found!r} family, not {family!r} (the methods of this one: "
+        f"{', '.join(registry.methods_of(family))})"))
 
 
 def load_sgmse(checkpoint, cfg: SGMSEConfig) -> SGMSEBackend:

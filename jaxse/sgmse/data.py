@@ -1,7 +1,7 @@
 """Clean/noisy training pairs for SGMSE+ speech enhancement (numpy only: no jax import here).
 
 Two data sets, used by the training loop exactly like :class:`jaxse.data.CleanSpeechDataset` (the same
-method names and arguments), whose batch methods return dicts of float32 arrays
+base, :class:`jaxse.data.CropDataset`: the same method names and arguments), whose batch methods return dicts of float32 arrays
 ``{"clean": (rows, crop_length), "noisy": (rows, crop_length)}`` instead of one array:
 
 * :class:`PairedSpeechDataset`: a pre-mixed corpus in the layout of the SGMSE+ reference,
@@ -25,13 +25,14 @@ import copy
 import logging
 import math
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
-from jaxse.audio import AUDIO_EXTENSIONS, AudioError, find_audio_files, probe_audio, read_audio, resampled_length
-from jaxse.data import CleanSpeechDataset, _crop_length, _shard_bounds, decode_or_silence, fit_crop, split_roots
-from jaxse.evaluation.mix import is_silent, snr_gain
+from jaxse.audio import (AUDIO_EXTENSIONS, AudioError, find_audio_files, is_silent, probe_audio, read_audio,
+                         resampled_length, snr_gain)
+from jaxse.errors import one_line
+from jaxse.data import CleanSpeechDataset, CropDataset, _crop_length, decode_or_silence, fit_crop, split_roots
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +60,8 @@ def normalize_pair(clean: np.ndarray, noisy: np.ndarray) -> tuple[np.ndarray, np
 def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> tuple[np.ndarray, float]:
     """``(clean + g * noise, g)`` with ``10 log10(sum(clean^2) / sum((g noise)^2)) == snr_db``.
 
-    The gain is :func:`jaxse.evaluation.mix.snr_gain`, except for silent signals (peak below one 16-bit LSB,
-    :func:`jaxse.evaluation.mix.is_silent`), where no SNR can be met: silent noise gives ``g = 0`` (the
+    The gain is :func:`jaxse.audio.snr_gain`, except for silent signals (peak below one 16-bit LSB,
+    :func:`jaxse.audio.is_silent`), where no SNR can be met: silent noise gives ``g = 0`` (the
     mixture is the clean signal), and silent clean speech with audible noise gives ``g = 1`` (the mixture is
     the noise at the level of its file). Computed in float64; the mixture is returned as float64.
     """
@@ -89,14 +90,6 @@ def _resolve_spec(spec, sample_rate: int, crop_frames: int):
     if length < 1:
         raise ValueError(f"crop of {crop_frames} frames has {length} samples")
     return spec, length
-
-
-def _num_chunks(length: int, spec, crop_frames: int, crop_length: int) -> int:
-    """Whole crops of a file, counted as :meth:`jaxse.data.CleanSpeechDataset.num_chunks` does."""
-    hop = getattr(spec, "hop_length", None)
-    if hop is None:
-        return int(length) // crop_length
-    return (1 + int(length) // int(hop)) // crop_frames
 
 
 def _min_noise_length(spec) -> int:
@@ -143,35 +136,14 @@ def _plural(n: int, one: str, many: str) -> str:
 # ---------------------------------------------------------------------------------------------- common part
 
 
-class _PairBase:
-    """Validation batching and batch assembly shared by both data sets.
+class _PairBase(CropDataset):
+    """Batch assembly shared by both data sets; lengths, chunks, training shards and validation batching are
+    those of :class:`jaxse.data.CropDataset`.
 
-    Subclasses set ``sample_rate``, ``spec``, ``crop_frames``, ``crop_length`` and implement ``lengths``,
-    ``files``, :meth:`global_batch_plan`, ``_train_pair(row)`` and ``_valid_pair(plan, k)``.
+    Subclasses set ``sample_rate``, ``spec``, ``crop_frames``, ``crop_length`` and implement ``lengths`` (of the
+    clean files), ``files``, :meth:`global_batch_plan`, ``_train_pair(row)`` and ``_valid_pair(plan, k)``.
+    Batches are ``{"clean", "noisy"}`` dicts: float32 ``(rows, crop_length)`` each, normalised by the noisy peak.
     """
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    @property
-    def total_duration(self) -> float:
-        """Seconds of clean audio (from the headers)."""
-        return float(np.sum(self.lengths)) / self.sample_rate
-
-    def num_chunks(self, index: int) -> int:
-        """Whole crops of clean file ``index`` (as :meth:`jaxse.data.CleanSpeechDataset.num_chunks`)."""
-        return _num_chunks(int(self.lengths[int(index)]), self.spec, self.crop_frames, self.crop_length)
-
-    @property
-    def total_chunks(self) -> int:
-        """Sum of :meth:`num_chunks`: the training examples of one reference epoch."""
-        return int(sum(self.num_chunks(i) for i in range(len(self))))
-
-    def valid_plan(self, chunks: bool = False) -> list[tuple[int, int]]:
-        """``(file_index, start)`` of every validation example: centre crops, or every whole chunk."""
-        if chunks:
-            return [(i, k * self.crop_length) for i in range(len(self)) for k in range(self.num_chunks(i))]
-        return [(i, max(int(self.lengths[i]) - self.crop_length, 0) // 2) for i in range(len(self))]
 
     @staticmethod
     def _stack(pairs) -> dict[str, np.ndarray]:
@@ -181,46 +153,11 @@ class _PairBase:
             "noisy": np.stack([n for _, n in pairs]).astype(np.float32, copy=False),
         }
 
-    def train_batch(self, seed: int, step: int, global_batch_size: int, process_index: int = 0,
-                    process_count: int = 1) -> dict[str, np.ndarray]:
-        """This process's rows ``[p*B/P, (p+1)*B/P)`` of the global batch of step ``step``.
-
-        ``{"clean", "noisy"}``: float32 ``(B // P, crop_length)`` each, normalised by the noisy peak.
-        """
-        lo, hi = _shard_bounds(global_batch_size, process_index, process_count)
-        plan = self.global_batch_plan(seed, step, global_batch_size)[lo:hi]
+    def _rows(self, plan) -> dict[str, np.ndarray]:
         return self._stack(self._train_pair(row) for row in plan)
 
-    def num_valid_examples(self, max_examples: int | None = None, chunks: bool = False) -> int:
-        n = len(self) if not chunks else self.total_chunks
-        return n if max_examples is None else min(n, int(max_examples))
-
-    def num_valid_batches(self, batch_size: int, max_examples: int | None = None, chunks: bool = False) -> int:
-        """Number of (full) batches :meth:`valid_batches` yields."""
-        return self.num_valid_examples(max_examples, chunks) // int(batch_size)
-
-    def valid_batches(self, batch_size: int, max_examples: int | None = None, process_index: int = 0,
-                      process_count: int = 1, chunks: bool = False) -> Iterator[dict[str, np.ndarray]]:
-        """Deterministic validation batches of the examples of :meth:`valid_plan`, in order.
-
-        As :meth:`jaxse.data.CleanSpeechDataset.valid_batches`: the first ``max_examples`` examples in
-        global batches of ``batch_size``, this process's rows of each, the last partial batch DROPPED;
-        ``ValueError`` if there is no full batch. Yields ``{"clean", "noisy"}`` dicts.
-        """
-        lo, hi = _shard_bounds(batch_size, process_index, process_count)
-        batch_size = int(batch_size)
-        n_batches = self.num_valid_batches(batch_size, max_examples, chunks)
-        if n_batches == 0:
-            raise ValueError(
-                f"batch_size={batch_size} exceeds the {self.num_valid_examples(max_examples, chunks)} validation "
-                "examples: no full batch"
-            )
-        plan = self.valid_plan(chunks)
-        return self._iter_valid(plan, batch_size, n_batches, lo, hi)
-
-    def _iter_valid(self, plan, batch_size: int, n_batches: int, lo: int, hi: int):
-        for b in range(n_batches):
-            yield self._stack(self._valid_pair(plan, k) for k in range(b * batch_size + lo, b * batch_size + hi))
+    def _valid_rows(self, plan, start: int, stop: int) -> dict[str, np.ndarray]:
+        return self._stack(self._valid_pair(plan, k) for k in range(start, stop))
 
 
 # ---------------------------------------------------------------------------------------------- paired corpus
@@ -314,7 +251,7 @@ class PairedSpeechDataset(_PairBase):
         try:
             info = probe_audio(path)
         except AudioError as exc:
-            raise ValueError(f"unreadable file in a paired data set: {' '.join(str(exc).split())}") from None
+            raise ValueError(f"unreadable file in a paired data set: {one_line(exc, None)}") from None
         return resampled_length(info.num_frames, info.sample_rate, self.sample_rate)
 
     def with_crop_frames(self, crop_frames: int) -> "PairedSpeechDataset":
@@ -450,7 +387,7 @@ class MixingDataset(_PairBase):
             self.clean_dataset = CleanSpeechDataset(clean_root, sample_rate=sample_rate, crop_frames=crop_frames,
                                                     spec=spec, extensions=extensions)
         except FileNotFoundError as exc:  # a missing clean root: a bad input like the others
-            raise ValueError(f"no clean speech: {' '.join(str(exc).split())}") from None
+            raise ValueError(f"no clean speech: {one_line(exc, None)}") from None
         self.sample_rate = self.clean_dataset.sample_rate
         self.spec = self.clean_dataset.spec
         self.crop_frames = self.clean_dataset.crop_frames

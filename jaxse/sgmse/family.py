@@ -92,6 +92,16 @@ class SGMSEFamily(_PairedFamily):
     def model_from_dict(self, d: dict) -> ConditionalScoreModel:
         return ConditionalScoreModel.from_dict(d)
 
+    def reference_model(self, layout):
+        """SGMSE+'s conditional score model: a time embedding, 4 input channels (x_t and the noisy y), the 65M
+        layout, output divided by t."""
+        if layout.timed and layout.in_channels == 4 and layout.num_modules == layout.BIG_MODULES:
+            return ConditionalScoreModel(net=NCSNppConfig(**layout.big(), in_channels=4), parameterization="udiffse")
+        return None
+
+    def describe_model(self, model) -> str:
+        return "SGMSE+ conditional score model"
+
     def objective(self, config, steps_per_epoch):
         loss = config.get("loss", None) or {}
         return sgt.SGMSELoss(kind=str(loss.get("kind", "dsm")),
@@ -116,6 +126,15 @@ class SupervisedFamily(_PairedFamily):
 
     def model_from_dict(self, d: dict) -> PredictiveModel:
         return PredictiveModel.from_dict(d)
+
+    def reference_model(self, layout):
+        """The supervised baseline: no time embedding, 2 input channels, the 65M layout."""
+        if not layout.timed and layout.in_channels == 2 and layout.num_modules == layout.BIG_MODULES:
+            return PredictiveModel(net=NCSNppConfig(**layout.big(), time_embedding=False, output_scaling="none"))
+        return None
+
+    def describe_model(self, model) -> str:
+        return "supervised (predictive) model"
 
     def train_step(self, model, spec, tx, ema_decay, objective):
         return functools.partial(sgt.train_step, model=model, spec=spec, tx=tx, ema_decay=float(ema_decay))
