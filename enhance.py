@@ -5,6 +5,7 @@
                       [--checkpoint CKPT] [--seed N] [--batch-size B] [--chunk-frames F] [--dtype bfloat16]
                       [--overwrite] [--log FILE] [--row-by-row]
                       [--num_processes N --process_id I [--coordinator_address HOST:PORT] | --distributed]
+                      [--coordinator_timeout SECONDS]
                       [--config.FIELD=VALUE ...]
 
 INPUT is an audio file or a directory (searched recursively for anything libsndfile reads). OUTDIR mirrors
@@ -25,8 +26,18 @@ Exit codes: 0 when every file was enhanced or skipped (warnings included), 1 if 
 or checkpoint error. Usage errors are one ``enhance.py: error: ...`` line on stderr, given before any model
 loads and leaving nothing behind: a bad flag (unknown, a malformed value, ``--method`` not one of the methods
 below, ``--batch-size`` < 1, ``--chunk-frames`` not a positive multiple of 64), a missing INPUT, an ``-o`` or
-``--log`` that cannot be created or written (under a file, a file itself, read-only), or an ``-o`` that is or
-holds the input folder (the outputs would overwrite the inputs).
+``--log`` that cannot be created or written (under a file, a file itself, read-only, a full disk), an ``-o`` that
+is or holds the input folder (the outputs would overwrite the inputs), an INPUT folder with no audio files, a
+``--config.FIELD`` value out of its range (not finite, the wrong sign), or an ``-o`` in use by another run.
+
+One run at a time per output folder: a run holds a lock (``flock``) on ``OUTDIR/.enhance.lock`` while it runs
+(a process of a multi-process run: shared, plus ``OUTDIR/.enhance.lock.process-I-of-N`` of its own share), and a
+second run on the same ``-o`` is refused at once (it does not wait) with one line, exit 2, before its model
+loads. The lock dies with its process (a kill -9 leaves none behind). A full disk fails each file that cannot
+be written (one ``FAILED`` line, nothing partial left, the run goes on; exit 1). Temporary files a killed run
+left (``.NAME.<hex>.part``) are removed by the rerun, which says how many. Ctrl-C stops with one line
+(``stopped; N files done, rerun the same command to finish``) and exit 130; the rerun resumes. Float outputs
+carry no time-stamped PEAK chunk: two runs with the same seed give byte-identical files.
 
 Methods: ``udiffse`` / ``udiffse+`` (posterior sampling with a diffusion prior, :mod:`jaxse.diffusion.udiffse`) and
 ``rvae-vem`` / ``rvae-mhem`` / ``rvae-malaem`` / ``rvae-ldem`` (EM with an RVAE speech prior and an NMF noise
@@ -38,9 +49,11 @@ Several processes (hosts) share one data set: start the same command once per pr
 ``--num_processes=N --process_id=I`` (a static split: no coordination, each process starts, stops and reruns
 on its own), or with ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` / ``--distributed``
 (``jax.distributed``, as ``train.py``; the environment variables ``JAXSE_COORDINATOR_ADDRESS``,
-``JAXSE_NUM_PROCESSES``, ``JAXSE_PROCESS_ID`` set the same). Each process enhances a disjoint share of the
-files, balanced by duration and the same on every rerun, on its own devices, and logs to
-``LOG.parts/process-I-of-N.csv``; as each process ends, the parts' new rows are appended to the one log
+``JAXSE_NUM_PROCESSES``, ``JAXSE_PROCESS_ID`` set the same; a bad value is a usage error). With a coordinator,
+each process says it is waiting for it and gives up with one line (exit code 2) if the run has not formed
+within ``--coordinator_timeout`` seconds (default 300, or ``JAXSE_COORDINATOR_TIMEOUT``). Each process
+enhances a disjoint share of the files, balanced by duration and the same on every rerun, on its own devices,
+and logs to ``LOG.parts/process-I-of-N.csv``; as each process ends, the parts' new rows are appended to the one log
 (``python -m jaxse.multihost OUTDIR`` does the same by hand). Outputs are bit-identical to a one-process run
 on the same kind of machine and CPU thread count (on CPU, and with ``--row-by-row`` on accelerators): see
 :mod:`jaxse.multihost`.
@@ -66,28 +79,20 @@ reference defaults of the fields not given as ``--config.FIELD``; the line that 
 
 from __future__ import annotations
 
-import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import ConfigDict, config_flags
 
 from jaxse import registry
+from jaxse.cli import flag_value
 from jaxse.errors import one_line
 from jaxse.enhance import METHODS
 
 
 def _method_from_argv(argv) -> str | None:
     """The value of ``--method`` on the command line (last one wins), before absl parses it."""
-    method = None
-    for i, a in enumerate(argv[1:], start=1):
-        if a == "--":
-            break
-        if a.startswith("--method="):
-            method = a.split("=", 1)[1]
-        elif a == "--method" and i + 1 < len(argv):
-            method = argv[i + 1]
-    return method
+    return flag_value(argv, "method")
 
 
 def _config_class(method: str | None):
@@ -142,12 +147,15 @@ flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"],
                   "and SGMSE+ networks). Default: float32.")
 flags.DEFINE_bool("row-by-row", None, "Run each device's rows one after another instead of vectorised: outputs "
                   "bit-identical whatever the batching (default: on CPU only, where it costs nothing).")
-flags.DEFINE_string("coordinator_address", os.environ.get("JAXSE_COORDINATOR_ADDRESS"),
-                    "Multi-process run: host:port of process 0 (jax.distributed).")
-flags.DEFINE_integer("num_processes", int(os.environ.get("JAXSE_NUM_PROCESSES") or 0) or None,
-                     "Multi-process run: number of processes (each enhances its share of the files).")
-flags.DEFINE_integer("process_id", int(os.environ["JAXSE_PROCESS_ID"]) if os.environ.get("JAXSE_PROCESS_ID") else None,
-                     "Multi-process run: this process's index in [0, num_processes).")
+# (The JAXSE_* environment variables are read in main, where a bad value is a usage error.)
+flags.DEFINE_string("coordinator_address", None, "Multi-process run: host:port of process 0 (jax.distributed; "
+                    "default: $JAXSE_COORDINATOR_ADDRESS).")
+flags.DEFINE_integer("num_processes", None, "Multi-process run: number of processes (each enhances its share of "
+                     "the files; default: $JAXSE_NUM_PROCESSES).")
+flags.DEFINE_integer("process_id", None, "Multi-process run: this process's index in [0, num_processes) "
+                     "(default: $JAXSE_PROCESS_ID).")
+flags.DEFINE_float("coordinator_timeout", None, "Multi-process run with a coordinator: seconds to wait for the run "
+                   "to form before giving up with an error (default: $JAXSE_COORDINATOR_TIMEOUT, else 300).")
 flags.DEFINE_bool("distributed", False, "Multi-process run: jax.distributed.initialize() with cluster "
                   "auto-detection (SLURM, Open MPI, TPU pods).")
 flags.DEFINE_string("visual", None, "Audio-visual methods (av-udiffse, av-udiffse+): folder of the inputs' visual "
@@ -182,6 +190,14 @@ def _parse_flags(argv):
 
 
 def main(argv):
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # before the output folder is locked (the model loading, jax starting): no file done
+        sys.stderr.write("\nenhance.py: stopped; 0 files done, rerun the same command to finish\n")
+        return 130
+
+
+def _main(argv):
     if len(argv) != 2:
         return _usage_error("expected exactly one INPUT (a file or a directory)")
     if not FLAGS.output:
@@ -214,17 +230,40 @@ def main(argv):
                             f"({', '.join(m for m in METHODS if registry.method(m).conditioning)}), not {method}")
     if FLAGS.visual and not Path(FLAGS.visual).is_dir():
         return _usage_error(f"--visual {FLAGS.visual}: not a directory")
-    try:  # before the model loads, and creating nothing: -o and --log writable, the inputs not overwritten
+    try:  # before the model loads, and creating nothing: -o and --log writable (and not full), the inputs not
+        # overwritten, some audio to enhance
         enhance.check_output_paths(argv[1], FLAGS.output, FLAGS.log)
+        enhance.check_inputs(argv[1], FLAGS.output)
     except ValueError as exc:
         return _usage_error(exc)
-    from jaxse import multihost
+    from jaxse import multihost, parallel
 
     try:  # before any JAX computation: jax.distributed must be joined first
-        share = multihost.resolve_share(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                                        auto=FLAGS.distributed)
+        settings = parallel.distributed_settings(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                                                 FLAGS.coordinator_timeout)  # flags, else the JAXSE_* variables
+        share = multihost.resolve_share(**settings, auto=FLAGS.distributed, prog="enhance.py")
     except ValueError as exc:
         return _usage_error(exc)
+    try:  # one run per output folder (per process share): a second one is refused before its model loads
+        lock = enhance.OutputLock(FLAGS.output, share).acquire()
+    except (enhance.OutputLocked, OSError) as exc:
+        return _usage_error(exc)
+    try:
+        return _enhance(argv, method, cfg, tuned, share, lock, enhance)
+    except KeyboardInterrupt as exc:  # Ctrl-C: what was written is complete and kept; a rerun resumes
+        summary = getattr(exc, "summary", None)
+        sys.stderr.write(f"\nenhance.py: stopped; {summary.done if summary else 0} files done, rerun the same "
+                         "command to finish\n")
+        return 130
+    finally:  # the lock files go; a folder the lock made is removed again if nothing was written in it (a
+        # checkpoint error, Ctrl-C while the model loads)
+        lock.release(remove_created=True)
+
+
+def _enhance(argv, method, cfg, tuned, share, lock, enhance) -> int:
+    """Load the model and enhance the files (the lock on the output folder held); the exit code."""
+    from pathlib import Path
+
     try:
         backend = enhance.load_backend(method, FLAGS.checkpoint, cfg, FLAGS.dtype)
         enhancer = enhance.Enhancer(backend, batch_size=FLAGS["batch-size"].value,
@@ -239,11 +278,11 @@ def main(argv):
         sys.stderr.write(f"enhance.py: settings of {enhance.settings_path(method, FLAGS.checkpoint)} (tuned for this "
                          f"prior; --config.FIELD overrides): {', '.join(f'{k}={v}' for k, v in tuned.items())}\n")
     conditioning = None
-    if audio_visual:  # each input's features, read by the method's own loader
+    if registry.method(method).conditioning is not None:  # each input's features, read by the method's own loader
         visual_root = Path(FLAGS.visual)
         conditioning = lambda rel: backend.load_conditioning(visual_root, rel)  # noqa: E731
     summary = enhance.enhance_files(argv[1], FLAGS.output, enhancer, overwrite=FLAGS.overwrite, log_path=FLAGS.log,
-                                    progress=FLAGS.progress, share=share, conditioning=conditioning)
+                                    progress=FLAGS.progress, share=share, conditioning=conditioning, lock=lock)
     log_path = FLAGS.log or str(Path(FLAGS.output) / enhance.LOG_NAME)
     sys.stderr.write(summary.line(log_path) + "\n")
     if summary.done or summary.skipped:  # where the results are (stdout: the one line a script may read)

@@ -5,8 +5,9 @@
   files that are unreadable, empty or hold non-finite samples with a one-line :class:`AudioError`.
 * :func:`resample` is polyphase resampling (``scipy.signal.resample_poly``) whose output length is
   exactly ``round(L * sr_out / sr_in)`` (see :func:`resampled_length`).
-* :func:`write_audio` writes atomically: a hidden temporary file in the target directory, fsync,
-  then ``os.replace``; a failed write leaves nothing behind.
+* :func:`write_audio` writes atomically: a hidden temporary file (:data:`PART_PATTERN`) in the target
+  directory, fsync, then ``os.replace``; a failed write leaves nothing behind (and :func:`remove_stale_parts`
+  removes what a killed process left). Float files get no time-stamped PEAK chunk: same samples, same bytes.
 * :func:`find_audio_files` lists audio files under a directory, sorted.
 * :func:`is_silent` and :func:`snr_gain`: the silence test (peak below one 16-bit LSB) and the gain that
   mixes noise into speech at a given SNR, shared by the test-set mixer and the on-the-fly mixing data set.
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import os
 import secrets
@@ -24,7 +26,7 @@ from typing import BinaryIO, Callable
 import numpy as np
 import soundfile as sf
 
-from jaxse.errors import one_line
+from jaxse.errors import JaxseError, one_line
 
 LSB16 = 2.0**-15
 """One least significant bit of 16-bit audio in [-1, 1): clean audio (and noise) peaking below it is silent."""
@@ -53,7 +55,7 @@ _FORMAT_BY_EXTENSION = {
 _UNCLIPPED_SUBTYPES = ("FLOAT", "DOUBLE", "VORBIS", "OPUS", "MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER_III")
 
 
-class AudioError(Exception):
+class AudioError(JaxseError):
     """An audio file could not be used; the message names the file and the problem on one line."""
 
 
@@ -231,9 +233,11 @@ def write_audio(path, samples, sample_rate: int, subtype: str | None = None) -> 
     i.e. to ``[-1, 1)``, so that out-of-range values saturate instead of wrapping around.
     Non-finite samples raise ``ValueError``.
 
-    The data go to a hidden ``.<name>.<random>.part`` file in the same directory, which is
-    fsynced and then renamed over ``path`` with ``os.replace``. Parent directories are created.
-    If anything fails, the temporary file is removed and ``path`` is left as it was.
+    The file is encoded in memory (:func:`encode_audio`: float files without libsndfile's time-stamped PEAK
+    chunk, so the same samples always give the same bytes), then written to a hidden
+    ``.<name>.<random>.part`` file in the same directory, which is fsynced and renamed over ``path`` with
+    ``os.replace``. Parent directories are created. If anything fails (e.g. ``OSError`` ENOSPC: a full disk),
+    the temporary file is removed, ``path`` is left as it was and the error is raised.
     """
     path = Path(path)
     fmt = _format_for(path)
@@ -256,7 +260,29 @@ def write_audio(path, samples, sample_rate: int, subtype: str | None = None) -> 
     if subtype not in _UNCLIPPED_SUBTYPES and not subtype.startswith("MPEG"):
         data = np.clip(data.astype(np.float64), -1.0, _clip_upper(subtype))
 
-    return write_atomic(path, lambda fh: sf.write(fh, data, sample_rate, subtype=subtype, format=fmt))
+    return write_bytes_atomic(path, encode_audio(data, sample_rate, subtype, fmt))
+
+
+_SFC_SET_ADD_PEAK_CHUNK = 0x1050  # sndfile.h: whether a float file gets a PEAK chunk (which holds a timestamp)
+
+
+def encode_audio(data: np.ndarray, sample_rate: int, subtype: str, fmt: str) -> bytes:
+    """The bytes of an audio file holding ``data`` (``(L,)`` or ``(L, channels)``), encoded in memory.
+
+    Float files get no PEAK chunk (libsndfile's default adds one, stamped with the time of writing, so that two
+    writes of the same samples would differ): the same samples give the same bytes, which ``cmp`` and
+    content-addressed pipelines can check. Encoding in memory also keeps file-system errors (a full disk) out
+    of libsndfile's I/O callbacks: they are raised as ordinary ``OSError`` by the plain write that follows.
+    """
+    buf = io.BytesIO()
+    channels = 1 if data.ndim == 1 else data.shape[1]
+    with sf.SoundFile(buf, "w", int(sample_rate), channels, subtype, format=fmt) as f:
+        if subtype in ("FLOAT", "DOUBLE"):
+            from soundfile import _ffi, _snd
+
+            _snd.sf_command(f._file, _SFC_SET_ADD_PEAK_CHUNK, _ffi.NULL, 0)  # before any sample is written
+        f.write(data)
+    return buf.getvalue()
 
 
 def write_atomic(path, write: Callable[[BinaryIO], object]) -> Path:

@@ -24,15 +24,17 @@ from jaxse.core.backend import CheckpointError, Conditioning, MethodBackend
 from jaxse.core.loading import checkpoint_path
 from jaxse.engine.api import _ENGINES, enhance_audio  # noqa: F401  (_ENGINES: the engines kept between calls)
 from jaxse.engine.batch import EnhanceResult, Enhancer
-from jaxse.engine.files import (INPUT_EXTENSIONS, PEAK_FLOOR, PEAK_RATIO_LIMIT, RunSummary, check_output_paths,
-                                enhance_files, list_inputs, peak_warning)
+from jaxse.engine.files import (INPUT_EXTENSIONS, PEAK_FLOOR, PEAK_RATIO_LIMIT, RunSummary, check_inputs,
+                                check_output_paths, enhance_files, list_inputs, peak_warning)
+from jaxse.engine.outdir import OutputLock, OutputLocked
 from jaxse.engine.log import LOG_FIELDS, LOG_NAME, read_log
 from jaxse.engine.methods import (METHODS, SETTINGS_FILE, checkpoint_settings, config_class, load_backend,
                                   make_config, settings_path)
 
 __all__ = [
     "CheckpointError", "Conditioning", "EnhanceResult", "Enhancer", "INPUT_EXTENSIONS", "LOG_FIELDS", "LOG_NAME",
-    "METHODS", "MethodBackend", "PEAK_FLOOR", "PEAK_RATIO_LIMIT", "RunSummary", "SETTINGS_FILE", "check_output_paths",
+    "METHODS", "MethodBackend", "OutputLock", "OutputLocked", "PEAK_FLOOR", "PEAK_RATIO_LIMIT", "RunSummary",
+    "SETTINGS_FILE", "check_inputs", "check_output_paths",
     "checkpoint_path", "checkpoint_settings", "config_class", "enhance_audio", "enhance_files", "list_inputs",
     "load_backend", "make_config", "peak_warning", "read_log", "settings_path",
 ]

@@ -47,8 +47,9 @@ class Share:
     count: int = 1
 
     def __post_init__(self):
-        if self.count < 1 or not 0 <= self.index < self.count:
-            raise ValueError(f"process {self.index} of {self.count}: need 0 <= process_id < num_processes")
+        from jaxse.parallel import check_process_ids
+
+        check_process_ids(self.count, self.index)  # "--process_id must be in [0, N) ..."
 
     @property
     def single(self) -> bool:
@@ -59,7 +60,8 @@ class Share:
 
 
 def resolve_share(coordinator_address: str | None = None, num_processes: int | None = None,
-                  process_id: int | None = None, auto: bool = False) -> Share:
+                  process_id: int | None = None, auto: bool = False, coordinator_timeout: float | None = None,
+                  prog: str = "enhance.py") -> Share:
     """This process's share, joining ``jax.distributed`` where asked (call before any other JAX work).
 
     With ``coordinator_address`` (``host:port`` of process 0; also ``num_processes`` and ``process_id``) or
@@ -67,21 +69,25 @@ def resolve_share(coordinator_address: str | None = None, num_processes: int | N
     :func:`jaxse.parallel.initialize_distributed` and its share is ``jax.process_index()`` of
     ``jax.process_count()``. With ``num_processes`` and ``process_id`` alone, the share is just those: no
     coordination at all, so each process (and a rerun of one of them) can start and stop on its own.
+    Out-of-range values are a ``ValueError`` that says the valid range (``--process_id must be in [0, N)
+    ...``). ``coordinator_timeout`` (seconds; ``None``: the default) and ``prog`` (the prefix of its lines):
+    :func:`jaxse.parallel.initialize_distributed`, which says it is waiting and gives up after that long.
     """
-    if coordinator_address is not None or auto:
-        from jaxse.parallel import initialize_distributed
+    from jaxse.parallel import DEFAULT_COORDINATOR_TIMEOUT, check_process_ids, initialize_distributed
 
-        if initialize_distributed(coordinator_address, num_processes, process_id, auto=auto):
+    if coordinator_address is not None or auto:
+        timeout = DEFAULT_COORDINATOR_TIMEOUT if coordinator_timeout is None else coordinator_timeout
+        if initialize_distributed(coordinator_address, num_processes, process_id, auto=auto,
+                                  coordinator_timeout=timeout, prog=prog):
             import jax
 
             return Share(jax.process_index(), jax.process_count())
         return Share()
+    check_process_ids(num_processes, process_id)
     if num_processes in (None, 1):
-        if process_id not in (None, 0):
-            raise ValueError(f"process_id {process_id} needs num_processes > {process_id}")
         return Share()
     if process_id is None:
-        raise ValueError(f"num_processes {num_processes} needs a process_id in [0, {num_processes})")
+        raise ValueError(f"--num_processes {num_processes} needs a --process_id in [0, {num_processes})")
     return Share(int(process_id), int(num_processes))
 
 

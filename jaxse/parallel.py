@@ -411,21 +411,151 @@ def to_host_tree(tree):
     return jax.tree.map(to_host, tree)
 
 
+DEFAULT_COORDINATOR_TIMEOUT = 300.0  # seconds a process waits for the whole run to form (--coordinator_timeout)
+
+# The command-line flags of a multi-process run and the environment variables that set them where no flag does.
+DISTRIBUTED_ENV = {"coordinator_address": "JAXSE_COORDINATOR_ADDRESS", "num_processes": "JAXSE_NUM_PROCESSES",
+                   "process_id": "JAXSE_PROCESS_ID", "coordinator_timeout": "JAXSE_COORDINATOR_TIMEOUT"}
+
+
+def distributed_settings(coordinator_address: str | None = None, num_processes: int | None = None,
+                         process_id: int | None = None, coordinator_timeout: float | None = None,
+                         environ=None) -> dict:
+    """The multi-process settings of a command line, as keyword arguments of :func:`initialize_distributed`:
+    each value given (a flag), else its environment variable (:data:`DISTRIBUTED_ENV`; unset or empty: none),
+    and the timeout :data:`DEFAULT_COORDINATOR_TIMEOUT` when neither sets it. A variable that is not a number
+    where one is needed, or a timeout that is not a finite number of seconds > 0: ``ValueError``, one line
+    naming the variable or flag (``JAXSE_PROCESS_ID must be an integer, got 'abc'``)."""
+    import os
+
+    env = os.environ if environ is None else environ
+    given = {"coordinator_address": coordinator_address, "num_processes": num_processes, "process_id": process_id,
+             "coordinator_timeout": coordinator_timeout}
+    out = {}
+    for name, var in DISTRIBUTED_ENV.items():
+        value, source = given[name], f"--{name}"
+        text = str(env.get(var) or "").strip()
+        if value is None and text:
+            value, source = text, var
+            if name in ("num_processes", "process_id"):
+                least = 1 if name == "num_processes" else 0
+                try:
+                    value = int(text)
+                except ValueError:
+                    value = None
+                if value is None or value < least:
+                    raise ValueError(f"{var} must be an integer >= {least}, got {text!r}")
+        if name == "coordinator_timeout":
+            value = DEFAULT_COORDINATOR_TIMEOUT if value is None else value
+            try:
+                value = float(value)
+                ok = math.isfinite(value) and value > 0
+            except ValueError:
+                ok = False
+            if not ok:
+                shown = text if source == var else given[name]
+                raise ValueError(f"{source} must be a finite number of seconds > 0, got {shown!r}")
+        out[name] = value
+    return out
+
+
+def check_process_ids(num_processes: int | None, process_id: int | None) -> None:
+    """``ValueError`` (one line saying the valid range) unless ``num_processes`` (``None``: one process) is >= 1
+    and ``process_id`` (``None``: 0) is in ``[0, num_processes)``."""
+    if num_processes is not None and int(num_processes) < 1:
+        raise ValueError(f"--num_processes must be >= 1, got {num_processes}")
+    if process_id is None:
+        return
+    count = 1 if num_processes is None else int(num_processes)
+    if not 0 <= int(process_id) < count:
+        of = (f"--num_processes {count}" if num_processes is not None else
+              "no --num_processes: a single process")
+        raise ValueError(f"--process_id must be in [0, {count}) ({of}), got {process_id}")
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    """``(host, port)`` of ``HOST:PORT`` (``[v6]:PORT`` too); ``ValueError`` naming the flag otherwise."""
+    host, sep, port = str(address).strip().rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not sep or not host or not 0 < number < 65536:
+        raise ValueError(f"--coordinator_address must be HOST:PORT (the port in 1..65535), got {address!r}")
+    return host.strip("[]"), number
+
+
+def _coordinator_timed_out(address: str | None, num_processes, timeout: float, prog: str) -> None:
+    """What a process that waited ``timeout`` seconds for its run says (one line) before it exits with code 2."""
+    import os
+    import socket
+    import sys
+
+    if address is None:
+        why = "the cluster's processes did not all join (--distributed)"
+    else:
+        host, port = _split_address(address)
+        try:
+            socket.create_connection((host, port), timeout=2).close()
+            why = f"the coordinator at {address} answers, but not all {num_processes} processes joined"
+        except OSError as exc:
+            why = f"nothing answers at {address} ({exc.strerror or type(exc).__name__}): is process 0 running there?"
+    sys.stderr.write(f"{prog}: error: no multi-process run formed within {timeout:g} s (--coordinator_timeout): "
+                     f"{why}\n")
+    sys.stderr.flush()
+    os._exit(2)
+
+
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None, auto: bool = False) -> bool:
+                           process_id: int | None = None, auto: bool = False,
+                           coordinator_timeout: float = DEFAULT_COORDINATOR_TIMEOUT, prog: str = "jaxse") -> bool:
     """Join a multi-process run (call before any other JAX work); returns whether it did.
 
     With ``coordinator_address`` (``host:port`` of process 0), ``num_processes`` and ``process_id``, calls
     ``jax.distributed.initialize`` with them; with ``auto=True`` and no address, lets JAX detect the cluster
-    (SLURM, Open MPI, TPU pods...). Does nothing for a single process. CPU collectives use gloo.
+    (SLURM, Open MPI, TPU pods...). Does nothing for a single process. CPU collectives use gloo. Bad values
+    (an address that is not ``HOST:PORT``, ``process_id`` outside ``[0, num_processes)``): ``ValueError``
+    before anything is joined.
+
+    Before joining, one line goes to stderr: ``PROG: waiting for the coordinator at HOST:PORT (process I of N;
+    up to S s, --coordinator_timeout)``. If the run has not formed after ``coordinator_timeout`` seconds
+    (process 0 not started, not reachable, or fewer processes than ``num_processes``), the process writes
+    ``PROG: error: no multi-process run formed within S s (--coordinator_timeout): ...`` (saying whether
+    anything answers at the address) and exits with code 2, a usage/connection error: JAX's own timeout
+    would abort the process with a C++ stack trace (``jax.distributed.initialize``'s
+    ``initialization_timeout``, set here a minute later as a backstop), which Python cannot catch.
     """
+    import sys
+    import threading
+
     if coordinator_address is None and not auto:
+        check_process_ids(num_processes, process_id)
         if num_processes not in (None, 1):
-            raise ValueError("num_processes > 1 needs a coordinator_address (host:port of process 0)")
+            raise ValueError("--num_processes > 1 needs a --coordinator_address (host:port of process 0)")
         return False
-    if coordinator_address is not None and num_processes == 1:
-        return False
+    if coordinator_address is not None:
+        _split_address(coordinator_address)
+        if num_processes == 1:
+            check_process_ids(num_processes, process_id)
+            return False
+        if not auto:
+            if num_processes is None or process_id is None:
+                raise ValueError("--coordinator_address needs --num_processes and --process_id")
+            check_process_ids(num_processes, process_id)
+    timeout = float(coordinator_timeout)
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"--coordinator_timeout must be a finite number of seconds > 0, got {coordinator_timeout}")
+    where = f"the coordinator at {coordinator_address}" if coordinator_address else "the cluster (auto-detected)"
+    who = f"process {process_id} of {num_processes}; " if process_id is not None and num_processes else ""
+    sys.stderr.write(f"{prog}: waiting for {where} ({who}up to {timeout:g} s, --coordinator_timeout)\n")
+    sys.stderr.flush()
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                               process_id=process_id)
+    watchdog = threading.Timer(timeout, _coordinator_timed_out, (coordinator_address, num_processes, timeout, prog))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                                   process_id=process_id, initialization_timeout=int(math.ceil(timeout)) + 60)
+    finally:
+        watchdog.cancel()
     return True

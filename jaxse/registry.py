@@ -7,7 +7,7 @@ supplies the loss (train and eval steps), optional prior samples, warm start, ch
 the training loop in :mod:`jaxse.training` owns everything else (data, mesh, optimizer, checkpoints, logs).
 
 A **method** is what ``enhance.py --method`` names: the family whose checkpoints it runs on, its settings
-class, the shipped default checkpoint, and a loader of its backend (a :class:`jaxse.enhance.MethodBackend`).
+class, the shipped default checkpoint, and a loader of its backend (a :class:`jaxse.core.backend.MethodBackend`).
 A method may declare a ``conditioning`` input (an extra per-utterance array that the enhancement engine cuts,
 pads and batches with the same plan as the waveform).
 
@@ -22,6 +22,8 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from jaxse.errors import JaxseError
+
 # family name -> "module:attribute" of its Family object.
 _FAMILIES = {
     "ncsnpp": "jaxse.prior.family:FAMILY",  # the diffusion prior of UDiffSE/UDiffSE+ (NCSN++/NCSN++M)
@@ -34,7 +36,7 @@ DEFAULT_FAMILY = "ncsnpp"  # what a config or checkpoint without ``model.family`
 ASSETS = Path(__file__).resolve().parent / "assets"
 
 
-class RegistryError(ValueError):
+class RegistryError(JaxseError, ValueError):
     """An unknown family or method, or a checkpoint of another family than the one asked for (one line)."""
 
 

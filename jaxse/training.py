@@ -39,7 +39,8 @@ Public API (all importable; :func:`train_and_evaluate` is what ``train.py`` runs
   :func:`abstract_train_state`, :func:`ema_decay_at`, :func:`ema_update` (the families' losses and steps:
   :mod:`jaxse.diffusion.training`, :mod:`jaxse.rvae.training`);
 * config -> objects: :func:`model_from_config`, :func:`spec_from_config`, :func:`optimizer_from_config`,
-  :func:`validate_config`;
+  :func:`validate_config` (with :func:`check_config_values`: the values no family's run can train with, one
+  line each, e.g. ``training.lr must be a finite number > 0, got -1.0``), :func:`check_workdir`;
 * parallelism: :func:`make_mesh`, :func:`replicated`, :func:`batch_sharding`, :func:`global_batch`,
   :func:`to_host`, :func:`make_train_step`, :func:`make_eval_step`, :func:`make_sample_fn`
   (``initialize_distributed``: :mod:`jaxse.parallel`);
@@ -106,7 +107,7 @@ import jaxse
 from jaxse import registry
 from jaxse.core.checkpoint import (checkpoint_manager, checkpoint_metadata, read_checkpoint_metadata,  # noqa: F401
                                    restore_metadata, restore_train_state, save_checkpoint)
-from jaxse.errors import one_line
+from jaxse.errors import JaxseError, one_line
 from jaxse.core.loading import load_checkpoint  # noqa: F401
 from jaxse.core.train_state import TrainState, ema_decay_at, ema_update  # noqa: F401
 from jaxse.data import crop_phases, phase_at, valid_frames  # noqa: F401  (re-exported: the crop schedule)
@@ -288,7 +289,66 @@ def _check_divisible(what: str, n: int, by: int, unit: str) -> None:
         raise ValueError(f"{what}={n} is not a multiple of the {unit} ({by})")
 
 
+def _config_number(config, path: str, rule: str, ok: Callable[[float], bool], integer: bool = False,
+                   required: bool = True) -> None:
+    """``ValueError`` (one line naming the field and the rule) unless the field at ``path`` (``"group.field"``)
+    is a number (an integer when ``integer``; never NaN or inf) for which ``ok`` holds; an absent field passes
+    unless ``required``."""
+    group, name = path.split(".")
+    section = config.get(group) if hasattr(config, "get") else None
+    kind = ("an integer" if integer else "a finite number") + (f" {rule}" if rule else "")
+    if section is None or name not in section:
+        if required:
+            raise ValueError(f"{path} is missing from the config (it must be {kind})")
+        return
+    value = section[name]
+    try:
+        number = float(value)
+        good = (not isinstance(value, bool) and math.isfinite(number) and (not integer or number == int(number))
+                and ok(number))
+    except (TypeError, ValueError):
+        good = False
+    if not good:
+        raise ValueError(f"{path} must be {kind}, got {value!r}")
+
+
+def check_config_values(config) -> None:
+    """The values of ``config.training`` and ``config.data`` that every family's run needs: ``ValueError`` (one line
+    naming the field and the rule, e.g. ``training.lr must be a finite number > 0, got -1.0``) for one that cannot
+    train. Batch sizes, crop frames, the logging/validation/checkpoint intervals and the checkpoints kept are
+    at least 1; the learning rate and Adam's eps finite and > 0, its b1 and b2 in [0, 1), the EMA decay in
+    [0, 1]; ``training.num_steps`` >= 1, or 0 with ``training.num_epochs`` >= 1 (a run length in epochs);
+    ``sample_every``, ``num_valid``, ``warmup_steps``, ``early_stop_patience_epochs`` and ``data.valid_frames``
+    >= 0 (0: off, or the default). Family-specific checks: :meth:`jaxse.registry.Family.validate_config`."""
+    at_least_1, at_least_0 = (">= 1", lambda v: v >= 1), (">= 0", lambda v: v >= 0)
+    checks = [
+        ("training.batch_size", *at_least_1, True), ("training.eval_batch_size", *at_least_1, True),
+        ("training.lr", "> 0", lambda v: v > 0, False), ("training.eps", "> 0", lambda v: v > 0, False),
+        ("training.b1", "in [0, 1)", lambda v: 0 <= v < 1, False),
+        ("training.b2", "in [0, 1)", lambda v: 0 <= v < 1, False),
+        ("training.ema_decay", "in [0, 1]", lambda v: 0 <= v <= 1, False),
+        ("training.log_every", *at_least_1, True), ("training.eval_every", *at_least_1, True),
+        ("training.checkpoint_every", *at_least_1, True), ("training.keep_checkpoints", *at_least_1, True),
+        ("training.num_valid", *at_least_0, True), ("training.seed", "", lambda v: True, True),
+        ("data.crop_frames", *at_least_1, True), ("data.sample_rate", "> 0", lambda v: v > 0, True),
+    ]
+    for path, rule, ok, integer in checks:
+        _config_number(config, path, rule, ok, integer)
+    optional = [("training.sample_every", ">= 0 (0: no samples)"), ("training.warmup_steps", ">= 0 (0: none)"),
+                ("training.num_epochs", ">= 0"), ("training.early_stop_patience_epochs", ">= 0 (0: off)"),
+                ("data.valid_frames", ">= 0 (0: data.crop_frames)")]
+    for path, rule in optional:
+        _config_number(config, path, rule, lambda v: v >= 0, integer=True, required=False)
+    epochs = int(config.training.get("num_epochs", 0))
+    _config_number(config, "training.num_steps", ">= 1 (or 0 with training.num_epochs >= 1: a run length in epochs)",
+                   lambda v: v >= 1 or (v == 0 and epochs >= 1), integer=True)
+
+
 def validate_config(config, model, mesh: Mesh, family: registry.Family | None = None) -> None:
+    """Everything about ``config`` that can be checked before any data is read (``ValueError``, one line):
+    :func:`check_config_values`, the batch sizes against the devices, the crop lengths against the network's
+    frame multiple, and the family's own checks (:meth:`jaxse.registry.Family.validate_config`)."""
+    check_config_values(config)
     tc = config.training
     n_dev = mesh.devices.size
     _check_divisible("training.batch_size", int(tc.batch_size), n_dev, "number of devices")
@@ -299,8 +359,6 @@ def validate_config(config, model, mesh: Mesh, family: registry.Family | None = 
     for after, frames, batch in crop_phases(config):
         _check_divisible(f"data.crop_schedule frames (after step {after})", frames, mult, "network's frame multiple")
         _check_divisible(f"data.crop_schedule batch (after step {after})", batch, n_dev, "number of devices")
-    if int(tc.num_steps) < 0:
-        raise ValueError(f"training.num_steps must be >= 0, got {tc.num_steps}")
     if str(tc.get("export_dir", "") or "") and jax.process_count() > 1:
         raise ValueError("training.export_dir works in single-process runs; in a multi-process run export "
                          "with python -m jaxse.export WORKDIR")
@@ -311,7 +369,7 @@ def _due(step: int, every: int, last: int) -> bool:
     return (every > 0 and step % every == 0) or step == last
 
 
-class SetupError(ValueError):
+class SetupError(JaxseError, ValueError):
     """A training run that cannot start: a bad config or bad data (one line, before anything is written)."""
 
 
@@ -353,6 +411,27 @@ class _Run:
     objective: Any  # the family's loss settings (:meth:`jaxse.registry.Family.objective`)
 
 
+def check_workdir(workdir) -> None:
+    """``ValueError`` (one line) unless ``workdir`` is a directory or can be created as one: a regular file, a path
+    under a file, or a missing directory under a read-only one cannot hold a run. Creates nothing."""
+    import os
+
+    workdir = Path(workdir)
+    if workdir.exists():
+        if not workdir.is_dir():
+            raise ValueError(f"--workdir {workdir}: not a directory (a file is there)")
+        if not os.access(workdir, os.W_OK | os.X_OK):
+            raise ValueError(f"--workdir {workdir}: not writable")
+        return
+    parent = workdir.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"--workdir {workdir}: cannot be created under {parent} (a file, not a directory)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--workdir {workdir}: cannot be created ({parent} is not writable)")
+
+
 def _setup(config, workdir) -> _Run:
     """The :class:`_Run` of ``config`` in ``workdir`` (created on process 0).
 
@@ -361,6 +440,8 @@ def _setup(config, workdir) -> _Run:
     """
     workdir = Path(workdir)
     try:
+        check_workdir(workdir)
+        check_config_values(config)
         family = registry.family_of_config(config)
         model = family.model_from_config(config)
         spec = family.spec_from_config(config)
@@ -372,7 +453,10 @@ def _setup(config, workdir) -> _Run:
     except (ValueError, OSError) as exc:
         raise SetupError(one_line(exc, None)) from exc
     if jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SetupError(f"--workdir {workdir}: cannot create it ({one_line(exc, None)})") from exc
     phases = crop_phases(config)
     phase_data = {frames: train_ds.with_crop_frames(frames) for _, frames, _ in phases}
     steps_per_epoch = max(1, math.ceil(train_ds.total_chunks / int(config.training.batch_size)))

@@ -129,38 +129,52 @@ def test_error_missing(tmp_path):
 
 
 def test_write_is_atomic(tmp_path, monkeypatch):
-    target = tmp_path / "out" / "a.flac"
-    real_write = sf.write
+    import os
 
-    def failing_write(file, data, *args, **kwargs):
-        real_write(file, data[: len(data) // 2], *args, **kwargs)  # half the data reaches the temp file
+    from jaxse import audio
+
+    target = tmp_path / "out" / "a.flac"
+    real_fsync = os.fsync
+
+    def failing_fsync(fd):  # the encoded data (or part of it) has reached the temporary file; then the disk is full
+        assert any(p.name.endswith(".part") and p.stat().st_size > 0 for p in target.parent.iterdir())
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(sf, "write", failing_write)
+    monkeypatch.setattr(audio.os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="simulated"):
         write_audio(target, np.zeros(1000), 16000)
     assert list(target.parent.iterdir()) == []  # neither the output nor a temporary file
 
     # an existing file survives a failed overwrite untouched
-    monkeypatch.setattr(sf, "write", real_write)
+    monkeypatch.setattr(audio.os, "fsync", real_fsync)
     write_audio(target, np.full(1000, 0.5), 16000)
-    monkeypatch.setattr(sf, "write", failing_write)
+    monkeypatch.setattr(audio.os, "fsync", failing_fsync)
     with pytest.raises(OSError):
         write_audio(target, np.zeros(1000), 16000)
+    monkeypatch.setattr(audio.os, "fsync", real_fsync)
     assert [p.name for p in target.parent.iterdir()] == ["a.flac"]
     np.testing.assert_allclose(read_audio(target).samples, 0.5)
 
 
 def test_write_temp_name_and_format(tmp_path, monkeypatch):
+    from jaxse import audio
+
     seen = {}
-    real_write = sf.write
+    real_encode, real_atomic = audio.encode_audio, audio.write_atomic
 
-    def spy(file, data, samplerate, **kwargs):
-        seen["during"] = [q.name for q in tmp_path.iterdir()]  # the temporary file, already created
-        seen.update(kwargs)
-        return real_write(file, data, samplerate, **kwargs)
+    def spy_encode(data, samplerate, subtype, fmt):
+        seen.update(subtype=subtype, format=fmt)
+        return real_encode(data, samplerate, subtype, fmt)
 
-    monkeypatch.setattr(sf, "write", spy)
+    def spy_atomic(path, write):
+        def spy_write(fh):
+            seen["during"] = [q.name for q in tmp_path.iterdir()]  # the temporary file, already created
+            return write(fh)
+
+        return real_atomic(path, spy_write)
+
+    monkeypatch.setattr(audio, "encode_audio", spy_encode)
+    monkeypatch.setattr(audio, "write_atomic", spy_atomic)
     write_audio(tmp_path / "b.ogg", _sine(440, 16000), 16000)
     [name] = seen["during"]
     assert name.startswith(".b.ogg.") and name.endswith(".part")

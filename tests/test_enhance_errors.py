@@ -300,3 +300,274 @@ def test_implausible_output_peak_is_written_clipped_and_flagged(tmp_path):
     summary, rows, printed = _enhance(tmp_path / "in", tmp_path / "out2", gain=1.0)  # a plausible output
     assert [r["message"] for r in rows.values()] == ["", ""] and printed == "" and summary.warned == 0
     assert "warning" not in summary.line("log.csv")
+
+
+# ------------------------------------------------------------------- issue 28: locks, full disks, leftovers
+
+
+def test_no_audio_files_is_a_usage_error_writing_nothing(run, workdir):
+    (workdir / "notes").mkdir()
+    (workdir / "notes" / "readme.txt").write_text("no audio here\n")
+    before = _tree(workdir)
+    _usage_error(*run(workdir / "notes", "-o", workdir / "out"), f"no audio files under {workdir / 'notes'}",
+                 "(extensions: .wav, .flac")
+    assert _tree(workdir) == before  # no output folder, no log
+    with pytest.raises(ValueError, match="no audio files"):
+        E.enhance_files(workdir / "notes", workdir / "out", GainEnhancer())
+    assert _tree(workdir) == before
+
+
+def test_non_finite_settings_are_refused_up_front(workdir):
+    # (a subprocess: the --config.FIELD flags exist only for the FIELDs on the command line enhance.py starts with)
+    _usage_error(*_real_cli(workdir / "in", "-o", workdir / "out", "--config.lmbd=nan"),
+                 "lmbd must be finite and >= 0, got nan")
+    assert not (workdir / "out").exists()
+    from jaxse.errors import SettingsError
+
+    for method, field, value in (("udiffse", "lmbd", "inf"), ("udiffse+", "snr", "-inf"), ("udiffse", "nmf_delta", "nan"),
+                                 ("rvae-ldem", "ld_lr", "nan"), ("rvae-mhem", "mh_eta", "inf"),
+                                 ("sgmse+", "snr", "nan")):
+        with pytest.raises(SettingsError, match=f"{field} must be finite"):
+            E.make_config(method, **{field: float(value)})
+
+
+def test_a_second_run_on_the_same_output_is_refused(run, workdir):
+    out = workdir / "out"
+    with E.OutputLock(out):  # a run in progress
+        before = _tree(workdir)
+        _usage_error(*run(workdir / "in", "-o", out), f"output directory {out} is in use by another enhance run",
+                     ".enhance.lock")
+        assert _tree(workdir) == before  # nothing written (and no model loaded: the fixture checks)
+        with pytest.raises(E.OutputLocked):
+            E.enhance_files(workdir / "in", out, GainEnhancer())
+    assert list(out.iterdir()) == []  # the lock file goes with the lock
+    summary, rows, _ = _enhance(workdir / "in", out)  # free again
+    assert summary.done == 1 and sorted(p.name for p in out.iterdir()) == ["a.wav", "enhance_log.csv"]
+
+
+def test_lock_shares_of_a_multi_process_run(tmp_path):
+    from jaxse.multihost import Share
+
+    out = tmp_path / "out"
+    p0 = E.OutputLock(out, Share(0, 2)).acquire()
+    p1 = E.OutputLock(out, Share(1, 2)).acquire()  # the processes of one split share the folder
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [".enhance.lock", ".enhance.lock.process-0-of-2", ".enhance.lock.process-1-of-2"]
+    assert E.list_inputs(out)[1] == []  # lock files are no inputs
+    with pytest.raises(E.OutputLocked, match="process-1-of-2"):
+        E.OutputLock(out, Share(1, 2)).acquire()  # the same share twice
+    with pytest.raises(E.OutputLocked, match=r"holds its lock \.enhance\.lock;"):
+        E.OutputLock(out).acquire()  # a one-process run beside the split
+    p0.release()
+    p1.release()
+    assert list(out.iterdir()) == []  # the last one out removes the lock files
+    with E.OutputLock(out):
+        with pytest.raises(E.OutputLocked):
+            E.OutputLock(out, Share(0, 2)).acquire()
+
+
+def test_a_lock_dies_with_its_process(tmp_path):
+    out = tmp_path / "out"
+    code = ("import sys, time; from jaxse.engine.outdir import OutputLock; OutputLock(sys.argv[1]).acquire(); "
+            "print('locked', flush=True); time.sleep(60)")
+    p = subprocess.Popen([sys.executable, "-c", code, str(out)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "locked"
+        with pytest.raises(E.OutputLocked):
+            E.OutputLock(out).acquire()
+    finally:
+        p.kill()  # kill -9: no cleanup runs
+        p.wait()
+    assert (out / ".enhance.lock").exists()  # the file stays, its lock does not
+    with E.OutputLock(out):
+        pass
+    assert not (out / ".enhance.lock").exists()
+
+
+def test_full_disk_fails_each_file_in_one_line_and_goes_on(tmp_path, monkeypatch):
+    import errno
+
+    from jaxse import audio
+
+    (tmp_path / "in").mkdir()
+    for name in ("a", "b", "c"):
+        sf.write(tmp_path / "in" / f"{name}.wav", 0.1 * np.ones(4000, np.float32), SR)
+    real = audio.write_bytes_atomic
+
+    def full_for_b(path, data):
+        if Path(path).name != "b.wav":
+            return real(path, data)
+
+        def half_then_full(fh):  # part of the file gets written, then the disk is full
+            fh.write(data[: len(data) // 2])
+            fh.flush()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        return audio.write_atomic(path, half_then_full)
+
+    monkeypatch.setattr(audio, "write_bytes_atomic", full_for_b)
+    summary, rows, printed = _enhance(tmp_path / "in", tmp_path / "out")
+    assert summary.done == 2 and summary.failed == 1 and summary.exit_code == 1
+    assert rows["b.wav"]["message"] == "could not write b.wav: No space left on device"
+    assert printed.splitlines() == ["FAILED b.wav: could not write b.wav: No space left on device"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.wav", "c.wav", "enhance_log.csv"]
+
+
+def test_full_disk_at_start_stops_before_the_model(run, workdir, monkeypatch):
+    import errno
+
+    from jaxse.engine import files
+
+    def full(directory, nbytes=0):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files, "probe_space", full)
+    before = _tree(workdir)
+    _usage_error(*run(workdir / "in", "-o", workdir / "out"), "cannot be created in", "No space left on device")
+    assert _tree(workdir) == before
+
+
+def test_log_rows_that_cannot_be_written_leave_no_partial_row_or_empty_log(tmp_path, monkeypatch):
+    import errno
+
+    from jaxse.engine.log import CsvLog
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "write", full)
+        with pytest.raises(OSError):
+            CsvLog(tmp_path / "new.csv")
+    assert not (tmp_path / "new.csv").exists()  # no 0-byte log
+    log = CsvLog(tmp_path / "log.csv")
+    log.row("a.wav", 1.0, 0.5, "ok")
+    real = os.write
+    with monkeypatch.context() as m:
+        m.setattr(os, "write", lambda fd, data: real(fd, bytes(data)[:5]) and full(fd, data))  # 5 bytes, then full
+        with pytest.raises(OSError):
+            log.row("b.wav", 1.0, 0.5, "ok")
+    log.row("c.wav", 1.0, 0.5, "ok")
+    log.close()
+    assert [r["file"] for r in E.read_log(tmp_path / "log.csv")] == ["a.wav", "c.wav"]
+
+
+def test_stale_temporary_files_are_removed_and_counted(tmp_path):
+    from jaxse.engine.outdir import remove_stale_parts
+
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    for rel in ("a.wav", "sub/b.wav"):
+        sf.write(tmp_path / "in" / rel, 0.1 * np.ones(4000, np.float32), SR)
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    stale = [out / ".a.wav.0123456789ab.part", out / "sub" / ".b.wav.a1b2c3d4e5f6.part"]
+    kept = [out / ".a.wav.xyz.part", out / ".a.wav.0123456789ab.part.bak", out / ".z.wav.0123456789ab.part",
+            out / "a.wav.0123456789ab.part"]
+    for p in stale + kept:
+        p.write_bytes(b"RIFF")
+    assert remove_stale_parts(out, ["nosuch.wav"]) == 0
+    summary, rows, printed = _enhance(tmp_path / "in", out)
+    assert summary.done == 2 and not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+    assert "note: removed 2 stale temporary file(s)" in printed
+
+
+def test_ctrl_c_keeps_what_is_done_and_says_how_much(tmp_path):
+    (tmp_path / "in").mkdir()
+    for name in ("a", "b", "c"):
+        sf.write(tmp_path / "in" / f"{name}.wav", 0.1 * np.ones(4000, np.float32), SR)
+
+    class Interrupted(GainEnhancer):
+        def submit(self, uid, wave, payload=None):
+            if uid == "b.wav":
+                raise KeyboardInterrupt
+            return super().submit(uid, wave, payload)
+
+    with pytest.raises(KeyboardInterrupt) as err:
+        E.enhance_files(tmp_path / "in", tmp_path / "out", Interrupted(), stream=io.StringIO(), progress=False)
+    assert err.value.summary.done == 1
+    assert not (tmp_path / "out" / ".enhance.lock").exists()
+    summary, rows, _ = _enhance(tmp_path / "in", tmp_path / "out")  # the rerun finishes
+    assert summary.skipped == 1 and summary.done == 2
+
+
+def test_float_outputs_are_byte_identical(tmp_path):
+    import time
+
+    from jaxse.audio import write_audio
+
+    x = np.sin(np.linspace(0, 100, 8000)).astype(np.float32) * 0.3
+    write_audio(tmp_path / "a.wav", x, SR, subtype="FLOAT")
+    time.sleep(1.1)  # libsndfile's PEAK chunk holds the time in seconds
+    write_audio(tmp_path / "b.wav", x, SR, subtype="FLOAT")
+    a, b = (tmp_path / "a.wav").read_bytes(), (tmp_path / "b.wav").read_bytes()
+    assert a == b and b"PEAK" not in a
+    assert subprocess.run(["cmp", tmp_path / "a.wav", tmp_path / "b.wav"]).returncode == 0
+    y, sr = sf.read(tmp_path / "a.wav", dtype="float32")
+    assert sr == SR and np.array_equal(y, x) and sf.info(tmp_path / "a.wav").subtype == "FLOAT"
+
+
+FAST = ("--method", "rvae-ldem", "--config.num_em=2", "--progress=false")
+
+
+@pytest.mark.slow
+def test_real_full_disk_on_a_tiny_tmpfs(tmp_path):
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    try:
+        (tmp_path / "in").mkdir()
+        for name in "abcd":  # 4 x 117 KiB of 16-bit output: two fit
+            sf.write(tmp_path / "in" / f"{name}.wav", 0.1 * np.sin(np.arange(60000) / 9.0), SR, subtype="PCM_16")
+        code, err = _real_cli(tmp_path / "in", "-o", mnt / "out", *FAST)
+        assert code == 1, err
+        assert "Traceback" not in err and "Exception ignored" not in err
+        failed = [line for line in err.splitlines() if line.startswith("FAILED")]
+        assert failed and all(line.endswith("No space left on device") for line in failed)
+        names = sorted(p.name for p in (mnt / "out").iterdir())
+        assert not any(n.endswith(".part") for n in names) and "enhance_log.csv" in names
+        for n in names:
+            if n.endswith(".wav"):
+                assert sf.info(mnt / "out" / n).frames == 60000  # what is there is complete
+        try:  # the disk now full to the last byte
+            with open(mnt / "fill", "wb", buffering=0) as fh:
+                while True:
+                    fh.write(b"\0" * 4096)
+        except OSError:
+            pass
+        code, err = _real_cli(tmp_path / "in", "-o", mnt / "out2", *FAST)
+        _usage_error(code, err, "No space left on device")
+        assert not (mnt / "out2").exists()
+    finally:
+        subprocess.run(["umount", str(mnt)])
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_and_exit_130_then_the_rerun_finishes(tmp_path):
+    import signal
+    import time
+
+    (tmp_path / "in").mkdir()
+    for name in "abcdefgh":
+        sf.write(tmp_path / "in" / f"{name}.wav", 0.1 * np.sin(np.arange(32000) / 7.0), SR)
+    out = tmp_path / "out"
+    args = [sys.executable, str(REPO / "enhance.py"), str(tmp_path / "in"), "-o", str(out), "--method", "rvae-ldem",
+            "--config.num_em=40", "--batch-size", "1", "--progress=false"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    p = subprocess.Popen(args, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "a.wav").exists():
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    err = p.communicate(timeout=120)[1]
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    last = err.strip().splitlines()[-1]
+    assert re.fullmatch(r"enhance\.py: stopped; \d+ files done, rerun the same command to finish", last), err
+    done = int(last.split("; ")[1].split()[0])
+    assert done >= 1 and not list(out.glob(".*.part")) and not (out / ".enhance.lock").exists()
+    rerun = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"skipped {done} (output exists)" in rerun.stderr
+    assert len(list(out.glob("*.wav"))) == 8

@@ -176,11 +176,15 @@ def test_cli_bad_input_exits_1_without_report(tmp_path, capsys):
 
     (root / "enh" / "spk0" / "utt2.flac").unlink()  # one enhanced output missing
     rc, err = run_cli(capsys, "--enhanced", root / "enh", "--noisy", root / "noisy", *base)
-    assert rc == 1 and "1 noisy files have no enhanced output" in err and "spk0/utt2" in err
+    assert rc == 2 and "1 noisy files have no enhanced output" in err and "spk0/utt2" in err
+    assert err.count("\n") == 1 and not out.exists()
+    # without --noisy, the clean folder says what should have been enhanced (issue 28: no silent partial score)
+    rc, err = run_cli(capsys, "--enhanced", root / "enh", *base)
+    assert rc == 2 and "1 clean files have no enhanced output" in err and "spk0/utt2" in err and not out.exists()
 
     (root / "clean" / "spk1" / "utt1.wav").unlink()
     rc, err = run_cli(capsys, "--enhanced", root / "enh", *base)
-    assert rc == 1 and "1 enhanced files have no clean file" in err and "spk1/utt1" in err
+    assert rc == 2 and "1 enhanced files have no clean file" in err and "spk1/utt1" in err
 
     (root / "bad.json").write_text("{not json")
     rc, err = run_cli(capsys, "--enhanced", root / "enh", "--manifest", root / "bad.json", "--allow-missing", *base)
@@ -196,6 +200,9 @@ def test_cli_bad_input_exits_1_without_report(tmp_path, capsys):
     assert rc == 0, err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_files"] == 1 and summary["missing"] == {"no clean file": 1, "no enhanced output": 1}
+    assert summary["missing_files"] == {"no clean file": ["spk1/utt1"], "no enhanced output": ["spk0/utt2"]}
+    assert "note: left out 1 file(s) with no enhanced output: spk0/utt2" in err
+    assert "`spk0/utt2`" in (out / "summary.md").read_text()
 
 
 def test_pairing_rules(tmp_path):

@@ -49,10 +49,12 @@ def test_shares_are_disjoint_complete_balanced_and_deterministic():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(num_processes=2), "needs a process_id"),
-    (dict(num_processes=2, process_id=2), "0 <= process_id < num_processes"),
-    (dict(num_processes=1, process_id=1), "needs num_processes > 1"),
-    (dict(process_id=3), "needs num_processes > 3"),
+    (dict(num_processes=2), r"--num_processes 2 needs a --process_id in \[0, 2\)"),
+    (dict(num_processes=2, process_id=2), r"--process_id must be in \[0, 2\) \(--num_processes 2\), got 2"),
+    (dict(num_processes=1, process_id=1), r"--process_id must be in \[0, 1\) \(--num_processes 1\), got 1"),
+    (dict(process_id=3), r"--process_id must be in \[0, 1\) \(no --num_processes: a single process\), got 3"),
+    (dict(process_id=-1), r"--process_id must be in \[0, 1\) \(no --num_processes: a single process\), got -1"),
+    (dict(num_processes=0, process_id=0), r"--num_processes must be >= 1, got 0"),
 ])
 def test_bad_process_flags_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -122,7 +124,7 @@ FAST = ["--batch-size", "2", "--chunk-frames", "64", "--config.num_steps=6", "--
 def _env():
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
     env.pop("XLA_FLAGS", None)
-    for k in ("JAXSE_COORDINATOR_ADDRESS", "JAXSE_NUM_PROCESSES", "JAXSE_PROCESS_ID"):
+    for k in ("JAXSE_COORDINATOR_ADDRESS", "JAXSE_NUM_PROCESSES", "JAXSE_PROCESS_ID", "JAXSE_COORDINATOR_TIMEOUT"):
         env.pop(k, None)
     return env
 

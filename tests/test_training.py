@@ -341,7 +341,8 @@ def test_train_py_end_to_end_and_resume(synth_data, tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     bad = subprocess.run([sys.executable, str(REPO / "train.py"), *base, "--config.training.num_stepz=3"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert bad.returncode != 0
+    assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1, bad.stderr  # one line, a usage error
+    assert bad.stderr.startswith("train.py: error: unknown --config.training.num_stepz: training has no field")
 
 
 # ------------------------------------------------------------------------------------------- real data

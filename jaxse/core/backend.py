@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from jaxse.errors import JaxseError
 
-class CheckpointError(Exception):
+
+class CheckpointError(JaxseError):
     """No usable checkpoint (one line, meant for the user)."""
 
 

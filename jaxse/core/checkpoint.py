@@ -147,7 +147,20 @@ def looks_like_checkpoint(path) -> bool:
                               or any(p.name.isdigit() for p in path.iterdir()))
 
 
+def _quiet_read_only_note(record) -> bool:
+    """absl logging filter: drops orbax's warnings that a manager is read-only (``Given directory is read
+    only=...``, ``CheckpointManagerOptions.read_only=True, setting ...``). Restoring a checkpoint (the shipped
+    models included) through a read-only manager is what this module always does, not a problem to report;
+    every other absl record passes."""
+    return not str(record.msg).startswith(("Given directory is read only", "CheckpointManagerOptions.read_only=True"))
+
+
 def _read_only_manager(directory: Path) -> ocp.CheckpointManager:
+    import logging
+
+    absl_logger = logging.getLogger("absl")  # orbax logs through absl.logging, i.e. this logger
+    if _quiet_read_only_note not in absl_logger.filters:
+        absl_logger.addFilter(_quiet_read_only_note)
     options = ocp.CheckpointManagerOptions(read_only=True, create=False)
     return ocp.CheckpointManager(directory, options=options, item_names=(STATE_ITEM, METADATA_ITEM))
 

@@ -8,7 +8,7 @@ One training step (inside ``jax.jit``, on the waveform batch)::
     x_t = μ(t)·x0 + σ(t)·z
     loss = mean_B( 0.5 · Σ_{F,T} |σ(t)·score(x_t, t) + z|² )
 
-followed by the optimizer update and the EMA (:func:`jaxse.training.ema_update`). The loop, state, data,
+followed by the optimizer update and the EMA (:func:`jaxse.core.train_state.ema_update`). The loop, state, data,
 parallelism and checkpoints are the shared ones of :mod:`jaxse.training`.
 """
 

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxse import nmf
+from jaxse.errors import SettingsError, check_numbers
 
 from jaxse.diffusion import samplers
 from jaxse.diffusion.sde import OUVESDE, complex_normal, expand_t
@@ -58,19 +59,21 @@ class PosteriorConfig:
     init: str = "reference"
 
     def __post_init__(self):
+        """Refuses (:class:`jaxse.errors.SettingsError`, a ``ValueError``) a choice not among those known, a
+        count < 1 and a real number that is not finite or has the wrong sign (``--config.lmbd=nan``)."""
         if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+            raise SettingsError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.init not in ("reference", "marginal"):
-            raise ValueError(f"init must be 'reference' or 'marginal', got {self.init!r}")
+            raise SettingsError(f"init must be 'reference' or 'marginal', got {self.init!r}")
         if self.tweedie not in TWEEDIE:
-            raise ValueError(f"tweedie must be one of {TWEEDIE}, got {self.tweedie!r}")
+            raise SettingsError(f"tweedie must be one of {TWEEDIE}, got {self.tweedie!r}")
+        check_numbers(self, finite=("num_steps", "num_em", "every_k", "num_samples", "nmf_rank", "start_step"))
         for name in ("num_steps", "num_em", "every_k", "num_samples", "nmf_rank"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.start_step < self.num_steps:
-            raise ValueError(f"start_step must be in [0, num_steps), got {self.start_step}")
-        if self.lmbd < 0:
-            raise ValueError(f"lmbd must be >= 0, got {self.lmbd}")
+            raise SettingsError(f"start_step must be in [0, num_steps), got {self.start_step}")
+        check_numbers(self, positive=("nmf_exponent", "snr"), nonnegative=("lmbd", "nmf_delta"))
 
     @property
     def pc(self) -> samplers.PCConfig:

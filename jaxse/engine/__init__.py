@@ -11,6 +11,8 @@ Modules, each importing only those above it in this list (and :mod:`jaxse.multih
   ``chunk_frames`` frames and cross-faded back (:class:`jaxse.parallel.OverlapAdd`).
 * :mod:`jaxse.engine.methods`: methods by name, through :mod:`jaxse.registry`: their settings classes, a
   checkpoint's tuned ``sampler_settings.json``, and ``load_backend`` (method + checkpoint -> backend).
+* :mod:`jaxse.engine.outdir`: the output folder's lock (one run per folder or process share), the full-disk
+  probe and the removal of temporary files a killed run left.
 * :mod:`jaxse.engine.files`: ``enhance_files``, the data-set runner: mirrored output tree, resampling to the
   method's rate and back, atomic writes, resumable, a CSV log, bad files skipped, multi-process shares.
 * :mod:`jaxse.engine.api`: ``enhance_audio``, one recording from Python, the engine kept between calls.

@@ -25,6 +25,7 @@ from jaxse.audio import (_UNCLIPPED_SUBTYPES, AUDIO_EXTENSIONS, AudioError, is_u
 from jaxse.errors import one_line
 from jaxse.engine.batch import EnhanceResult, Enhancer
 from jaxse.engine.log import LOG_NAME, CsvLog
+from jaxse.engine.outdir import OutputLock, probe_space, remove_stale_parts
 from jaxse.logging_utils import ProgressBar, format_duration
 
 # Extensions looked for in an input directory: the usual ones plus the other containers libsndfile reads.
@@ -121,6 +122,15 @@ def _find(root: Path) -> list[Path]:
     return sorted(f for f in root.rglob("*") if f.suffix.lower() in exts and f.is_file() and not f.name.startswith("."))
 
 
+def check_inputs(input_path, output_dir=None) -> list[Path]:
+    """The input files (:func:`list_inputs`, leaving out ``output_dir``); ``ValueError`` (one line) for a folder
+    holding none."""
+    root, files = list_inputs(input_path, exclude=[Path(output_dir)] if output_dir is not None else [])
+    if not files:
+        raise ValueError(f"no audio files under {input_path} (extensions: {', '.join(INPUT_EXTENSIONS)})")
+    return files
+
+
 def check_output_paths(input_path, output_dir, log_path=None) -> None:
     """Raise ``ValueError`` (one line) if :func:`enhance_files` could not write ``output_dir`` and the log, or
     would write over or into its input; leaves nothing behind.
@@ -130,9 +140,9 @@ def check_output_paths(input_path, output_dir, log_path=None) -> None:
     directory that is the input folder or holds it (the outputs would overwrite the inputs, or land in the input
     tree while the inputs are skipped as outputs), or that is the folder of a single input file. A missing
     path is checked at its nearest existing ancestor: ``os.access`` (write + search: permissions, read-only
-    file systems), then an empty ``.enhance-probe-*`` directory made there and removed at once (what
-    ``os.access`` lets pass, e.g. root on a pseudo file system); an existing log is opened for appending and
-    closed, unchanged. An output directory inside the input folder is fine: it is left out of the inputs.
+    file systems), then a ``.enhance-probe-*`` directory made there holding a 64 KiB file, written, fsynced
+    and removed at once (what ``os.access`` lets pass: root on a pseudo file system, a full disk); an existing
+    log is opened for appending and closed, unchanged. An output directory inside the input folder is fine: it is left out of the inputs.
     """
     out = Path(output_dir)
     _check_writable(out, "output directory", directory=True)
@@ -154,7 +164,11 @@ def _check_writable(path: Path, what: str, *, directory: bool) -> None:
             return "permission denied or a read-only file system"
         try:  # what os.access lets pass (e.g. root on a pseudo file system) only trying shows; nothing is left
             if is_dir:
-                os.rmdir(tempfile.mkdtemp(prefix=".enhance-probe-", dir=where))
+                probe_dir = tempfile.mkdtemp(prefix=".enhance-probe-", dir=where)
+                try:
+                    probe_space(probe_dir)  # some data too: a full disk still lets a directory be made
+                finally:
+                    os.rmdir(probe_dir)
             else:
                 open(where, "a").close()  # opened for appending, changed in nothing
         except OSError as exc:
@@ -185,7 +199,7 @@ def _check_writable(path: Path, what: str, *, directory: bool) -> None:
 
 def enhance_files(input_path, output_dir, enhancer: Enhancer, *, overwrite: bool = False, log_path=None,
                   stream=None, progress: bool = True, conditioning: Callable[[str], Any] | None = None,
-                  share=None) -> RunSummary:
+                  share=None, lock: OutputLock | None = None) -> RunSummary:
     """Enhance a file or a directory tree into ``output_dir`` (same relative paths and extensions).
 
     Each file is read (any format libsndfile reads), mixed down to mono, resampled to the method's rate,
@@ -204,10 +218,29 @@ def enhance_files(input_path, output_dir, enhancer: Enhancer, *, overwrite: bool
     (:func:`jaxse.multihost.assign_shares`, balanced by duration) is enhanced, its rows go to its own log part,
     and at the end every part's new rows are appended to the log (:func:`jaxse.multihost.merge_logs`).
 
-    Raises ``ValueError`` before creating anything if the output or the log cannot be written or the output
-    would overwrite the input (:func:`check_output_paths`).
+    ``lock``: the :class:`jaxse.engine.outdir.OutputLock` the caller holds on ``output_dir`` (``enhance.py``
+    takes it before the model loads); without one, the run takes it itself for its duration. Temporary files a
+    killed run left beside this run's outputs are removed first (their count said on ``stream``). A
+    ``KeyboardInterrupt`` is raised again with the summary so far as its ``summary`` attribute (what was
+    written is complete; a rerun resumes).
+
+    Raises ``ValueError`` before creating anything if the output or the log cannot be written, the output
+    would overwrite the input (:func:`check_output_paths`) or a folder holds no audio files
+    (:func:`check_inputs`); :class:`jaxse.engine.outdir.OutputLocked` if another run holds ``output_dir``.
     """
     check_output_paths(input_path, output_dir, log_path)
+    check_inputs(input_path, output_dir)
+    own_lock = OutputLock(output_dir, share).acquire() if lock is None else None
+    try:
+        return _run_files(input_path, output_dir, enhancer, overwrite, log_path, stream, progress, conditioning,
+                          share)
+    finally:
+        if own_lock is not None:
+            own_lock.release()
+
+
+def _run_files(input_path, output_dir, enhancer, overwrite, log_path, stream, progress, conditioning,
+               share) -> RunSummary:
     stream = sys.stderr if stream is None else stream
     t_start = time.perf_counter()
     out_root = Path(output_dir)
@@ -217,14 +250,20 @@ def enhance_files(input_path, output_dir, enhancer: Enhancer, *, overwrite: bool
     shared = share is not None and not share.single
     if shared:
         files, headers = _share_of(root, files, headers, share)
+    stale = remove_stale_parts(out_root, headers)
     run = _FileRun(enhancer, out_root, multihost.part_path(log_path, share) if shared else log_path, headers,
                    len(files), overwrite=overwrite, stream=stream, progress=progress,
                    desc=f"enhance ({share})" if shared else "enhance")
+    if stale:
+        run.say(f"note: removed {stale} stale temporary file(s) (.NAME.<hex>.part) left by an interrupted run")
     try:
         for f in files:
             run.submit_file(f, f.relative_to(root).as_posix(), conditioning)
         for res in enhancer.flush():
             run.on_result(res)
+    except KeyboardInterrupt as exc:
+        exc.summary = run.summary  # what was written is complete; the CLI says how many and exits 130
+        raise
     finally:
         run.close()
     if shared:
@@ -266,6 +305,7 @@ class _FileRun:
         self.bar = _FileProgress(total, sum(self.durations.values()), stream=stream, desc=desc)
         self.bar.enabled = bool(progress)
         self.said_mixdown = False
+        self.said_log_error = False
 
     def say(self, message: str) -> None:
         if self.bar.enabled:
@@ -276,7 +316,13 @@ class _FileRun:
 
     def finish(self, rel: str, duration, seconds, status, message="") -> None:
         """Log one file's outcome, count it in the summary and advance the bar."""
-        self.log.row(rel, duration, seconds, status, message)
+        try:
+            self.log.row(rel, duration, seconds, status, message)
+        except OSError as exc:  # e.g. a full disk: the run goes on (its outcome is still said and counted)
+            if not self.said_log_error:
+                self.say(f"WARNING could not write the log {self.log.path}: {one_line(exc, None)} (rows are "
+                         "missing from it; this line is said once)")
+                self.said_log_error = True
         summary = self.summary
         if status == "ok":
             summary.done += 1
@@ -352,8 +398,9 @@ class _FileRun:
             warning = peak_warning(peak, input_peak, clipped=_clipped(out_path, peak))
             self.finish(rel, duration, seconds + time.perf_counter() - t0, "ok",
                         f"warning: {warning}" if warning else "")
-        except Exception as exc:
-            self.finish(rel, duration, seconds, "error", f"could not write {out_path.name}: {one_line(exc, None)}")
+        except Exception as exc:  # nothing partial is left (atomic write); e.g. a full disk: this file fails
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc, None)
+            self.finish(rel, duration, seconds, "error", f"could not write {out_path.name}: {why}")
 
     def close(self) -> None:
         self.bar.close()

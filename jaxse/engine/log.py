@@ -5,6 +5,8 @@ its per-process parts merged by :func:`jaxse.multihost.merge_logs`."""
 from __future__ import annotations
 
 import csv
+import io
+import os
 from pathlib import Path
 
 from jaxse.errors import one_line
@@ -14,26 +16,50 @@ LOG_FIELDS = ("file", "duration_s", "seconds", "rtf", "status", "message")
 
 
 class CsvLog:
-    """Append-only CSV (header written once); every row flushed, so a killed run keeps its log."""
+    """Append-only CSV (header written once); every row written whole with one unbuffered ``write``, so a
+    killed run keeps its log. A row that cannot be written (``OSError``, e.g. a full disk) raises, leaving the
+    file as it was before that row (a partial row is cut off again); a log whose header could not be written is
+    removed (no 0-byte log is left)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        self._fh = open(self.path, "a", newline="", encoding="utf-8")
-        self._w = csv.writer(self._fh)
-        if new:
-            self._w.writerow(LOG_FIELDS)
-            self._fh.flush()
+        existed = self.path.exists()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        if os.fstat(self._fd).st_size == 0:
+            try:
+                self._write([LOG_FIELDS])
+            except OSError:
+                os.close(self._fd)
+                if not existed:
+                    os.unlink(self.path)
+                raise
+
+    def _write(self, rows) -> None:
+        buf = io.StringIO()
+        csv.writer(buf).writerows(rows)
+        data = buf.getvalue().encode("utf-8")
+        size = os.fstat(self._fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError:
+            try:
+                os.ftruncate(self._fd, size)  # no partial row for the next one to land after
+            except OSError:
+                pass
+            raise
 
     def row(self, file: str, duration: float | None, seconds: float | None, status: str, message: str = "") -> None:
         rtf = seconds / duration if duration and seconds is not None else None
         fmt = lambda v, p: "" if v is None else f"{v:.{p}f}"  # noqa: E731
-        self._w.writerow([file, fmt(duration, 3), fmt(seconds, 3), fmt(rtf, 4), status, one_line(message, None)])
-        self._fh.flush()
+        self._write([[file, fmt(duration, 3), fmt(seconds, 3), fmt(rtf, 4), status, one_line(message, None)]])
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def read_log(path) -> list[dict]:

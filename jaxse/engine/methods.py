@@ -14,7 +14,7 @@ from pathlib import Path
 
 from jaxse import registry
 from jaxse.core.backend import CheckpointError, MethodBackend
-from jaxse.errors import one_line
+from jaxse.errors import UnknownFieldError, one_line
 
 # enhance.py --method: every method of the registry, in the order the help lists them
 METHODS = registry.METHODS
@@ -28,8 +28,16 @@ def config_class(method: str):
 
 def make_config(method: str, /, **fields):
     """The settings of ``method`` (``"udiffse+"``, ``"rvae-mhem"``, ...) with ``fields`` overridden; the method
-    field is the method's (``"mhem"`` for ``"rvae-mhem"``), whatever ``fields`` says."""
-    return registry.method(method).make_settings(**fields)
+    field is the method's (``"mhem"`` for ``"rvae-mhem"``), whatever ``fields`` says. A field the settings class
+    does not have raises :class:`jaxse.errors.UnknownFieldError` (a ``TypeError``), a bad value
+    :class:`jaxse.errors.SettingsError` (a ``ValueError``); both are :class:`jaxse.JaxseError`."""
+    spec = registry.method(method)
+    known = {f.name for f in dataclasses.fields(spec.settings_class)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise UnknownFieldError(f"unknown field(s) {', '.join(unknown)} for {spec.settings_class.__name__} "
+                                f"(fields: {', '.join(sorted(known - {'method'}))})")
+    return spec.make_settings(**fields)
 
 
 def settings_path(method: str, checkpoint=None) -> Path | None:

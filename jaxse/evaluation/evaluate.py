@@ -5,8 +5,9 @@
 
 * Files are paired by their path relative to each folder, without the extension
   (``enhanced/a/b.wav`` <-> ``clean/a/b.flac`` <-> ``noisy/a/b.wav``). An enhanced file without its clean
-  (or noisy) counterpart, or a noisy file without its enhanced output, is an error (``--allow-missing``
-  scores the files present in every folder instead and counts the others).
+  (or noisy) counterpart, or a noisy (without ``--noisy``: a clean) file without its enhanced output, is an error
+  (exit status 2; ``--allow-missing`` scores the files present in every folder instead, and lists the others on
+  stderr and in the report: ``missing`` counts them by reason, ``missing_files`` names them).
 * The manifest written by ``python -m jaxse.mix`` gives each file's SNR and noise type (records are matched
   by their ``noisy`` path less the leading ``noisy/`` and the extension). Without ``--manifest``,
   ``<noisy>/../manifest.json`` is used when it exists.
@@ -28,7 +29,7 @@ Outputs (each written atomically, all of them only after every file has been sco
   linked from ``summary.md``.
 
 A bad invocation (missing folder, unpaired files, unreadable manifest, missing optional package) prints
-one ``error:`` line on stderr, exits with status 1 and writes nothing.
+one ``error:`` line on stderr, exits with status 1 (2 for unpaired files) and writes nothing.
 
 numpy / scipy / soundfile (+ the metric packages); no jax.
 """
@@ -44,6 +45,7 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -53,7 +55,7 @@ import numpy as np
 from jaxse.evaluation import metrics as M
 from jaxse.audio import AUDIO_EXTENSIONS, AudioError, read_audio, write_bytes_atomic
 from jaxse.logging_utils import ProgressBar, format_duration
-from jaxse.errors import one_line
+from jaxse.errors import JaxseError, one_line
 from jaxse.evaluation.figures import choose_figures, draw_figure, figure_name
 
 SAMPLE_RATE = M.SAMPLE_RATE
@@ -89,8 +91,13 @@ METRIC_LABELS = {
 }
 
 
-class EvalError(Exception):
+class EvalError(JaxseError):
     """The evaluation cannot run as asked; the message is one line."""
+
+
+class MissingFilesError(EvalError):
+    """Files that do not pair up (an enhanced output, clean or noisy file missing) without ``--allow-missing``:
+    the CLI exits with status 2."""
 
 
 @dataclass(frozen=True)
@@ -200,6 +207,7 @@ class Plan:
     log: Path | None
     missing: dict[str, int]  # what --allow-missing left out, by reason
     notes: list[str]
+    missing_files: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # the same, file by file
 
 
 def plan(enhanced_dir, clean_dir, noisy_dir=None, manifest=None, allow_missing: bool = False) -> Plan:
@@ -211,18 +219,22 @@ def plan(enhanced_dir, clean_dir, noisy_dir=None, manifest=None, allow_missing: 
         raise EvalError(f"no audio files in the enhanced folder {enhanced_dir}")
     missing: dict[str, int] = {}
     notes: list[str] = []
+    missing_files: dict[str, list[str]] = {}
     problems = {"no clean file": [k for k in enh if k not in clean]}
     if noisy is not None:
         problems["no noisy file"] = [k for k in enh if k not in noisy]
-        problems["no enhanced output"] = [k for k in noisy if k not in enh]
+    # every input (noisy, or else clean) needs its enhanced output: a partly enhanced folder is not scored silently
+    problems["no enhanced output"] = [k for k in (noisy if noisy is not None else clean) if k not in enh]
     for reason, keys in problems.items():
         if not keys:
             continue
         if not allow_missing:
-            side = "noisy files have" if reason == "no enhanced output" else "enhanced files have"
-            raise EvalError(f"{len(keys)} {side} {reason} (pairing by path without extension): {_first(keys)}; "
-                            "--allow-missing scores the rest")
+            side = ("enhanced files have" if reason != "no enhanced output"
+                    else "noisy files have" if noisy is not None else "clean files have")
+            raise MissingFilesError(f"{len(keys)} {side} {reason} (pairing by path without extension): "
+                                    f"{_first(keys)}; --allow-missing scores the rest")
         missing[reason] = len(keys)
+        missing_files[reason] = sorted(keys)
     keys = sorted(k for k in enh if k in clean and (noisy is None or k in noisy))
     if not keys:
         raise EvalError("no enhanced file has all its counterparts")
@@ -262,7 +274,7 @@ def plan(enhanced_dir, clean_dir, noisy_dir=None, manifest=None, allow_missing: 
         no_rtf = sum(it.rtf is None for it in items)
         if no_rtf:
             notes.append(f"{no_rtf} of {len(items)} files have no 'ok' row in {log_path}")
-    return Plan(items, man_path, log_path if log is not None else None, missing, notes)
+    return Plan(items, man_path, log_path if log is not None else None, missing, notes, missing_files)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -520,6 +532,8 @@ def render_markdown(summary: dict) -> str:
     L.append(f"- files: {summary['num_files']}" + (
         "" if not summary["missing"] else " (left out: " + ", ".join(
             f"{v} with {k}" for k, v in summary["missing"].items()) + ")"))
+    for reason, keys in summary.get("missing_files", {}).items():
+        L.append(f"- left out ({reason}): " + ", ".join(f"`{k}`" for k in keys))
     L += ["", f"Values are mean ± half-width of the {int(CONFIDENCE * 100)} % confidence interval "
               "(Student t, n − 1 degrees of freedom); n counts the files with a finite value. "
               "Improvement = mean of the per-file differences enhanced − input.", ""]
@@ -560,6 +574,7 @@ def build_summary(plan_: Plan, rows: Sequence[dict], metrics: Sequence[str], arg
         "inputs": args_info,
         "num_files": len(rows),
         "missing": plan_.missing,
+        "missing_files": plan_.missing_files,
         "metrics": list(metrics),
         "metric_info": {m: METRIC_INFO[m] for m in metrics},
         "pesq_variants": {
@@ -614,6 +629,8 @@ def evaluate(enhanced, clean, out_dir, noisy=None, manifest=None, metrics=None, 
                 f"figures need the package 'matplotlib', which is not installed: {M.EVAL_EXTRA_HINT} "
                 "(or --figures 0)") from None
     p = plan(enhanced, clean, noisy, manifest, allow_missing)
+    for reason, keys in p.missing_files.items():  # --allow-missing: what is not scored, on stderr and in the report
+        stream.write(f"note: left out {len(keys)} file(s) with {reason}: {', '.join(keys)}\n")
     for note in p.notes:
         stream.write(f"note: {note}\n")
     stream.flush()
@@ -718,7 +735,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            progress=not args.no_progress)
     except (EvalError, M.MissingDependencyError) as exc:
         print(f"error: {one_line(exc, None)}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, MissingFilesError) else 1
     except KeyboardInterrupt:
         print("error: interrupted (no report written)", file=sys.stderr)
         return 130

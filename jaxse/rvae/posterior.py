@@ -78,6 +78,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxse.errors import SettingsError, check_numbers
 from jaxse.rvae.net import decode, encode, params_of
 from jaxse.rvae.spectral import RVAESpecConfig, istft, stft
 
@@ -121,25 +122,23 @@ class RVAEPosteriorConfig:
 
     def __post_init__(self):
         if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+            raise SettingsError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.prior_energy not in PRIOR_ENERGIES:
-            raise ValueError(f"prior_energy must be one of {PRIOR_ENERGIES}, got {self.prior_energy!r}")
+            raise SettingsError(f"prior_energy must be one of {PRIOR_ENERGIES}, got {self.prior_energy!r}")
         if self.ld_optimizer not in LD_OPTIMIZERS:
-            raise ValueError(f"ld_optimizer must be one of {LD_OPTIMIZERS}, got {self.ld_optimizer!r}")
+            raise SettingsError(f"ld_optimizer must be one of {LD_OPTIMIZERS}, got {self.ld_optimizer!r}")
+        check_numbers(self, finite=("num_em", "nmf_rank", "vem_samples", "vem_wf_samples", "ld_chains", "mc_chains",
+                                    "mc_steps", "vem_epochs", "ld_steps", "mc_burn_in"))
         for name in ("num_em", "nmf_rank", "vem_samples", "vem_wf_samples", "ld_chains", "mc_chains", "mc_steps"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("vem_epochs", "ld_steps", "mc_burn_in"):
             if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise SettingsError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.mc_burn_in >= self.mc_steps:
-            raise ValueError(f"mc_burn_in ({self.mc_burn_in}) must be smaller than mc_steps ({self.mc_steps})")
-        for name in ("vem_lr", "ld_lr", "mala_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("floor", "var_floor", "init_eta", "ld_eta", "mh_eta", "mala_eta"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            raise SettingsError(f"mc_burn_in ({self.mc_burn_in}) must be smaller than mc_steps ({self.mc_steps})")
+        check_numbers(self, positive=("vem_lr", "ld_lr", "mala_lr", "psgld_alpha"),
+                      nonnegative=("floor", "var_floor", "init_eta", "ld_eta", "mh_eta", "mala_eta", "psgld_eps"))
 
     @property
     def prior_coef(self) -> float:

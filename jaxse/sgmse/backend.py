@@ -25,6 +25,7 @@ from jaxse.diffusion import samplers
 from jaxse.diffusion.backend import load_score_checkpoint
 from jaxse.core.backend import CheckpointError, MethodBackend
 from jaxse.core.loading import checkpoint_path
+from jaxse.errors import SettingsError
 from jaxse.sgmse.models import score_fn_shifted
 from jaxse.spectral import SpecConfig
 
@@ -44,8 +45,11 @@ class SGMSEConfig:
 
     def __post_init__(self):
         if self.method != "sgmse+":
-            raise ValueError(f"SGMSEConfig.method must be 'sgmse+', got {self.method!r}")
-        _ = self.pc  # validates the sampler fields
+            raise SettingsError(f"SGMSEConfig.method must be 'sgmse+', got {self.method!r}")
+        try:
+            _ = self.pc  # validates the sampler fields (snr finite and > 0, counts >= 1, the choices)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
 
     @property
     def pc(self) -> samplers.PCConfig:
@@ -69,7 +73,7 @@ class SupervisedConfig:
 
     def __post_init__(self):
         if self.method != "supervised":
-            raise ValueError(f"SupervisedConfig.method must be 'supervised', got {self.method!r}")
+            raise SettingsError(f"SupervisedConfig.method must be 'supervised', got {self.method!r}")
 
     @property
     def nfe(self) -> int:
