@@ -324,8 +324,9 @@ def test_keep_best_checkpoint_across_restarts(tmp_path):
 
 
 def test_early_stopping(speech, tmp_path, fast_compile):
-    # lr 0: the parameters never change, the validation loss never improves after step 1
-    config = tiny_config(speech, num_steps=1000, lr=0.0, eval_every=1, checkpoint_every=1000,
+    # lr 1e-30 (0 is refused): the parameters do not change in float32, the validation loss never improves
+    # after step 1
+    config = tiny_config(speech, num_steps=1000, lr=1e-30, eval_every=1, checkpoint_every=1000,
                          early_stop_patience_epochs=1)
     config.rvae.kl_warm_epochs = 0
     state = training.train_and_evaluate(config, tmp_path)

@@ -73,7 +73,7 @@ class PosteriorConfig:
                 raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.start_step < self.num_steps:
             raise SettingsError(f"start_step must be in [0, num_steps), got {self.start_step}")
-        check_numbers(self, positive=("nmf_exponent", "snr"), nonnegative=("lmbd", "nmf_delta"))
+        check_numbers(self, positive=("snr",), nonnegative=("lmbd", "nmf_delta", "nmf_exponent"))
 
     @property
     def pc(self) -> samplers.PCConfig:
