@@ -19,13 +19,19 @@ spec:      STFT and compression (n_fft, hop_length, transform, exponent, factor,
            its sample rate is data.sample_rate.
 data:      train_dir (one directory, or several comma-separated), valid_dir, crop_frames (STFT frames per
            training crop), sample_rate, crop_schedule (progressive crops: "AFTER_STEP:FRAMES[xBATCH],...",
-           see jaxse.data.crop_phases), valid_frames (validation crop length; 0 = crop_frames).
+           see jaxse.data.crop_phases), valid_frames (validation crop length; 0 = crop_frames); train_dir and
+           valid_dir may also be .jsonl manifests (python -m jaxse.data.manifest). The input pipeline
+           (jaxse.data.pipeline): num_workers (processes decoding and cropping the batches; 0 = in the training
+           thread; default from the CPU count), prefetch (finished batches per worker), cache_mb (decoded files
+           kept per process, least recently used first; 0 = none: memory bounded by the batches in flight).
 training:  batch_size (GLOBAL, over all devices and processes), num_steps, lr, b1, b2, eps (Adam),
            ema_decay, seed, log_every, eval_every, checkpoint_every, keep_checkpoints, sample_every (0 = off),
            num_valid (validation crops, cut to whole eval batches), eval_batch_size, init_from (warm start
            from an exported prior, a workdir or an RVAE directory: its weights, its step, a fresh optimizer),
            warmup_steps (linear learning-rate warm-up), export_dir (the model is exported there, replacing
-           the previous export, whenever the validation loss reaches a new low).
+           the previous export, whenever the validation loss reaches a new low), max_seconds (wall-clock
+           budget of the loop, compilation included: stop after the step that passes it, validate, export a
+           new best, save a checkpoint; 0 = no limit).
 sampling:  prior samples written every training.sample_every steps: num_steps (PC steps), num_samples,
            num_frames, snr, corrector_steps (the UDiffSE PC sampler otherwise).
 """
@@ -40,6 +46,12 @@ import ml_collections
 def data_root() -> str:
     """``$JAXSE_DATA`` if set, else ``../shared/data`` (relative to the working directory)."""
     return os.environ.get("JAXSE_DATA", os.path.join("..", "shared", "data"))
+
+
+def default_num_workers() -> int:
+    """Input worker processes for this machine (``jaxse.data.pipeline.default_num_workers``): one core left to the
+    training loop, at most 8."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -72,6 +84,9 @@ def get_config() -> ml_collections.ConfigDict:
         sample_rate=16000,
         crop_schedule="",  # "" or "0:64x8,8000:128x4,...": progressive crops (jaxse.data.crop_phases)
         valid_frames=0,  # validation crop frames (0: crop_frames); fixed so the loss compares across phases
+        num_workers=default_num_workers(),  # input worker processes (0: decode in the training thread)
+        prefetch=2,  # finished batches each worker keeps ready
+        cache_mb=0.0,  # decoded files kept per process in a bounded LRU cache (MiB; 0: none)
     ))
 
     config.training = ml_collections.ConfigDict(dict(
@@ -96,6 +111,7 @@ def get_config() -> ml_collections.ConfigDict:
         init_from="",  # warm start: an exported prior / workdir / RVAE dir (jaxse.training.warm_start_state)
         warmup_steps=0,  # linear learning-rate warm-up over the optimizer's first steps (0: constant)
         export_dir="",  # export the EMA weights here at every new lowest validation loss ("" : off)
+        max_seconds=0.0,  # wall-clock budget of the training loop: stop, validate, save after it (0: no limit)
     ))
 
     config.sampling = ml_collections.ConfigDict(dict(

@@ -48,6 +48,8 @@ def get_config():
     config.data.trim_top_db = 30.0
     config.data.sample_by_length = True  # files drawn in proportion to their 50-frame chunks
     config.data.valid_chunks = True  # validate on every chunk of the trimmed validation files
+    # decoded, trimmed files kept (LRU): all of ../shared/data; a part of a larger corpus (WSJ0's 25 h: ~5.8 GB)
+    config.data.cache_mb = 2048
 
     t = config.training
     t.batch_size = 128

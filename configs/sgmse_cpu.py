@@ -18,6 +18,7 @@ def small(config):
     config.model.num_res_blocks = 1
     config.model.attn_resolutions = ()
     config.data.crop_frames = 64
+    config.data.cache_mb = 1024  # the decoded clean speech and noise of ../shared/data stay in memory
     config.data.valid_frames = 256
     config.training.batch_size = 8
     config.training.lr = 5e-4

@@ -84,7 +84,12 @@ Long runs on small machines (both families unless noted):
 * ``training.export_dir`` (single process): every new lowest validation loss is exported there, replacing the
   previous export atomically (:func:`jaxse.export.export_training_variables`), so that a lost workdir costs
   only the optimizer state;
-* ``data.train_dir`` may name several folders, comma-separated.
+* ``training.max_seconds`` (> 0; 0: no limit): a wall-clock budget for the loop of this process (compilation
+  included, setup not): the run stops after the first step that ends past it, logs, validates (exporting a new
+  best), saves a checkpoint and returns, as at its last step; rerunning the command resumes from there. In a
+  multi-process run the lead process decides, at the logging steps, for all;
+* ``data.train_dir`` may name several folders, comma-separated, or manifests (:mod:`jaxse.data.files`); the batches
+  come from :mod:`jaxse.data.pipeline` (``data.num_workers`` processes, ``data.prefetch``, ``data.cache_mb``).
 """
 
 from __future__ import annotations
@@ -319,7 +324,8 @@ def check_config_values(config) -> None:
     at least 1; the learning rate and Adam's eps finite and > 0, its b1 and b2 in [0, 1), the EMA decay in
     [0, 1]; ``training.num_steps`` >= 1, or 0 with ``training.num_epochs`` >= 1 (a run length in epochs);
     ``sample_every``, ``num_valid``, ``warmup_steps``, ``early_stop_patience_epochs`` and ``data.valid_frames``
-    >= 0 (0: off, or the default). Family-specific checks: :meth:`jaxse.registry.Family.validate_config`."""
+    >= 0 (0: off, or the default); ``training.max_seconds`` a number >= 0 (0: no limit). Family-specific checks:
+    :meth:`jaxse.registry.Family.validate_config`."""
     at_least_1, at_least_0 = (">= 1", lambda v: v >= 1), (">= 0", lambda v: v >= 0)
     checks = [
         ("training.batch_size", *at_least_1, True), ("training.eval_batch_size", *at_least_1, True),
@@ -339,6 +345,7 @@ def check_config_values(config) -> None:
                 ("data.valid_frames", ">= 0 (0: data.crop_frames)")]
     for path, rule in optional:
         _config_number(config, path, rule, lambda v: v >= 0, integer=True, required=False)
+    _config_number(config, "training.max_seconds", ">= 0 (0: no limit)", lambda v: v >= 0, required=False)
     epochs = int(config.training.get("num_epochs", 0))
     _config_number(config, "training.num_steps", ">= 1 (or 0 with training.num_epochs >= 1: a run length in epochs)",
                    lambda v: v >= 1 or (v == 0 and epochs >= 1), integer=True)
@@ -409,6 +416,7 @@ class _Run:
     steps_per_epoch: int
     num_steps: int
     objective: Any  # the family's loss settings (:meth:`jaxse.registry.Family.objective`)
+    pipeline: Any = None  # :class:`jaxse.data.pipeline.PipelineSettings` (None: the defaults, in-process)
 
 
 def check_workdir(workdir) -> None:
@@ -438,18 +446,24 @@ def _setup(config, workdir) -> _Run:
     Everything that can be wrong with the config or the data fails here as a one-line :class:`SetupError`,
     before the workdir is touched.
     """
+    from jaxse.data.files import WORKDIR_MANIFEST, header_store
+    from jaxse.data.pipeline import PipelineSettings, share_cache
+
     workdir = Path(workdir)
     try:
         check_workdir(workdir)
         check_config_values(config)
+        pipeline = PipelineSettings.from_config(config)
         family = registry.family_of_config(config)
         model = family.model_from_config(config)
         spec = family.spec_from_config(config)
         tx = optimizer_from_config(config)
         mesh = make_mesh()
         validate_config(config, model, mesh, family=family)
-        train_ds = family.make_dataset(config, spec, "train", int(config.data.crop_frames))
-        valid_ds = family.make_dataset(config, spec, "valid", valid_frames(config)) if config.data.valid_dir else None
+        with header_store(workdir / WORKDIR_MANIFEST) as headers:  # a resume of a folder run probes nothing again
+            train_ds = family.make_dataset(config, spec, "train", int(config.data.crop_frames))
+            valid_ds = (family.make_dataset(config, spec, "valid", valid_frames(config)) if config.data.valid_dir
+                        else None)
     except (ValueError, OSError) as exc:
         raise SetupError(one_line(exc, None)) from exc
     if jax.process_index() == 0:
@@ -457,13 +471,15 @@ def _setup(config, workdir) -> _Run:
             workdir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SetupError(f"--workdir {workdir}: cannot create it ({one_line(exc, None)})") from exc
+        headers.save()  # the headers probed, for the next start (WORKDIR/train_manifest.jsonl)
+    share_cache((train_ds, valid_ds), pipeline.cache_mb)  # one bounded decode cache for the run's data sets
     phases = crop_phases(config)
     phase_data = {frames: train_ds.with_crop_frames(frames) for _, frames, _ in phases}
     steps_per_epoch = max(1, math.ceil(train_ds.total_chunks / int(config.training.batch_size)))
     return _Run(config=config, workdir=workdir, family=family, model=model, spec=spec, tx=tx, mesh=mesh,
                 train_ds=train_ds, valid_ds=valid_ds, phases=phases, phase_data=phase_data,
                 steps_per_epoch=steps_per_epoch, num_steps=_run_length(config, steps_per_epoch),
-                objective=family.objective(config, steps_per_epoch))
+                objective=family.objective(config, steps_per_epoch), pipeline=pipeline)
 
 
 # ------------------------------------------------------------------------------------ main loop
@@ -509,6 +525,8 @@ class _Trainer:
         self.prev = None
         self.last_loss = math.nan
         self.valid_loss = None
+        self.max_seconds = float(tc.get("max_seconds", 0) or 0)  # wall-clock budget of the loop (0: none)
+        self.t_start = time.perf_counter()
 
     # ---------------------------------------------------------------------------- setup of the state
 
@@ -578,39 +596,51 @@ class _Trainer:
             self.best_step = start
             if self.lead:
                 self.bar.write(f"step {start}: warm-start weights, valid loss{self._which} {self.best_loss:.4f}")
-        self.t_log = time.perf_counter()
+        self.t_log = self.t_start = time.perf_counter()
         stop = start > 0 and self.patience_over(start)
         if stop and self.lead:
             self.bar.write(f"stopped early already: no validation improvement since step {self.best_step}")
+        self.batches = self._pipeline(start, start if stop else run.num_steps)
         try:
             for step in range(start + 1, run.num_steps + 1):
                 if stop:
                     break
                 stop = self._step(step)
         finally:
+            self.batches.close()
             self.manager.wait_until_finished()
             self.manager.close()
             self.bar.close()
             self.writer.close()
         return self.state
 
+    def _pipeline(self, start: int, stop: int):
+        """The local batches of steps ``start + 1 .. stop`` (:class:`jaxse.data.pipeline.TrainBatches`: made in
+        ``data.num_workers`` processes, or in this thread with 0)."""
+        from jaxse.data.pipeline import PipelineSettings, TrainBatches
+
+        run, settings = self.run, self.run.pipeline or PipelineSettings()
+        return TrainBatches(run.phase_data, run.phases, self.seed, start, stop, self.pidx, self.pcount,
+                            num_workers=settings.num_workers, prefetch=settings.prefetch)
+
     def _step(self, step: int) -> bool:
         """Training step ``step`` with its logs, validation, samples and checkpoint; whether to stop early."""
         run, tc = self.run, self.tc
-        _, frames, batch_size = phase_at(run.phases, step)
-        local = run.phase_data[frames].train_batch(self.seed, step - 1, batch_size, self.pidx, self.pcount)
+        _, frames, _ = phase_at(run.phases, step)
+        local = self.batches.next(step)
         self.state, metrics = self.p_train(self.state, global_batch(_batch_dict(local), run.mesh))
         self.pending.append(metrics)
         if self.prev is not None:  # keep one step in flight: data loading overlaps compute, memory bounded
             jax.block_until_ready(self.prev)
         self.prev = metrics["loss"]
         self.n_log += 1
-        if _due(step, int(tc.log_every), run.num_steps):
+        out_of_time = self._out_of_time(step)
+        if _due(step, int(tc.log_every), run.num_steps) or out_of_time:
             self._log_train(step, frames)
-        valid_now, improved, stop = self._validate(step)
+        valid_now, improved, stop = self._validate(step, force=out_of_time)
         if self.sample_fn is not None and int(tc.sample_every) > 0 and step % int(tc.sample_every) == 0:
             self.write_samples(step)
-        if _due(step, int(tc.checkpoint_every), run.num_steps) or stop or (self.keep_best and improved):
+        if _due(step, int(tc.checkpoint_every), run.num_steps) or stop or out_of_time or (self.keep_best and improved):
             metrics_ck = {"valid_loss": valid_now} if self.keep_best and valid_now is not None else None
             save_checkpoint(self.manager, self.state, self.metadata(step), step, metrics=metrics_ck)
         postfix = {"loss": self.last_loss} if math.isfinite(self.last_loss) else {}
@@ -620,7 +650,24 @@ class _Trainer:
         if stop and self.lead:
             self.bar.write(f"early stop at step {step}: the validation loss has not improved for "
                            f"{self.patience_epochs} epochs (best {self.best_loss:.4f} at step {self.best_step})")
-        return stop
+        if out_of_time and not stop and step < run.num_steps and self.lead:
+            self.bar.write(f"stopped at step {step}: training.max_seconds={self.max_seconds:g} spent "
+                           f"({time.perf_counter() - self.t_start:.0f} s); rerun the command to continue")
+        return stop or out_of_time
+
+    def _out_of_time(self, step: int) -> bool:
+        """Whether ``training.max_seconds`` (> 0) of the loop are spent after ``step``. With several processes the
+        lead's clock decides, at the logging steps only (one small collective there), so that all stop together."""
+        if self.max_seconds <= 0:
+            return False
+        if self.pcount == 1:
+            return time.perf_counter() - self.t_start > self.max_seconds
+        if not _due(step, int(self.tc.log_every), self.run.num_steps):
+            return False
+        from jax.experimental import multihost_utils
+
+        over = np.int32(time.perf_counter() - self.t_start > self.max_seconds)
+        return bool(multihost_utils.broadcast_one_to_all(over))
 
     def _log_train(self, step: int, frames: int) -> None:
         """The train metrics since the last log (means, or the last value of the family's
@@ -661,10 +708,10 @@ class _Trainer:
         return checkpoint_metadata(self.run.config, self.run.model, self.run.spec, step,
                                    extra={**self.extra_meta, "best": best})
 
-    def _validate(self, step: int) -> tuple[float | None, bool, bool]:
-        """Validation where it is due: ``(valid loss or None, improved on the best, stop early)``; a new best
-        is exported to ``training.export_dir`` when set."""
-        if not _due(step, int(self.tc.eval_every), self.run.num_steps):
+    def _validate(self, step: int, force: bool = False) -> tuple[float | None, bool, bool]:
+        """Validation where it is due (or ``force``: the last step of a timed run): ``(valid loss or None,
+        improved on the best, stop early)``; a new best is exported to ``training.export_dir`` when set."""
+        if not (force or _due(step, int(self.tc.eval_every), self.run.num_steps)):
             return None, False, False
         valid_now = self.valid_loss = self.evaluate(step)
         if valid_now is None:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "jaxse"
 UTIL = {"jaxse", "jaxse.errors", "jaxse.cli", "jaxse.audio", "jaxse.spectral", "jaxse.parallel", "jaxse.nmf", "jaxse.pytree",
-        "jaxse.logging_utils", "jaxse.data"}
+        "jaxse.logging_utils", "jaxse.data", "jaxse.data.cache", "jaxse.data.files", "jaxse.data.manifest",
+        "jaxse.data.pipeline"}
 FAMILIES = ("jaxse.prior", "jaxse.rvae", "jaxse.sgmse", "jaxse.av")
 # Command names users type (``python -m jaxse.convert``) that alias the command of a lower layer's module: they
 # may import that module; nothing imports them.

@@ -131,11 +131,13 @@ def test_two_processes_match_one_process(synth_data, tmp_path):  # noqa: F811
     one = tmp_path / "one"
     two = tmp_path / "two"
     port = _free_port()
-    procs = [subprocess.Popen([sys.executable, train_py, *cfg, "--workdir", str(two),
+    # the two processes read their batches through 2 input workers each, the single one in its own thread
+    procs = [subprocess.Popen([sys.executable, train_py, *cfg, "--config.data.num_workers=2", "--workdir", str(two),
                                f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
                               cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]
-    single = subprocess.run([sys.executable, train_py, *cfg, "--workdir", str(one)], cwd=REPO, env=_env(),
+    single = subprocess.run([sys.executable, train_py, *cfg, "--config.data.num_workers=0", "--workdir", str(one)],
+                            cwd=REPO, env=_env(),
                             capture_output=True, text=True, timeout=300)
     outs = []
     for p in procs:

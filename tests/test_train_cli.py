@@ -54,6 +54,8 @@ def test_every_shipped_config_passes_the_validation(name):
     ("training.sample_every", -1, "training.sample_every must be an integer >= 0 (0: no samples), got -1"),
     ("training.num_valid", -1, "training.num_valid must be an integer >= 0, got -1"),
     ("training.warmup_steps", -1, "training.warmup_steps must be an integer >= 0 (0: none), got -1"),
+    ("training.max_seconds", -1.0, "training.max_seconds must be a finite number >= 0 (0: no limit), got -1.0"),
+    ("training.max_seconds", float("inf"), "training.max_seconds must be a finite number >= 0 (0: no limit), got inf"),
     ("data.crop_frames", 0, "data.crop_frames must be an integer >= 1, got 0"),
     ("data.valid_frames", -8, "data.valid_frames must be an integer >= 0 (0: data.crop_frames), got -8"),
     ("data.sample_rate", 0, "data.sample_rate must be an integer > 0, got 0"),

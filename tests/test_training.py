@@ -64,6 +64,7 @@ def tiny_config(data: Path, **training):
     config.data.train_dir = str(data / "train")
     config.data.valid_dir = str(data / "valid")
     config.data.crop_frames = 8
+    config.data.num_workers = 0  # batches made in the loop's thread (input workers: their own tests)
     t = config.training
     t.batch_size, t.eval_batch_size, t.num_valid = 2, 2, 2
     t.num_steps, t.log_every, t.eval_every, t.checkpoint_every, t.keep_checkpoints = 4, 1, 2, 1, 2
@@ -254,6 +255,24 @@ def test_resumed_run_is_bitwise_identical(straight_run, synth_data, tmp_path, fa
     steps = [r["step"] for r in read_metrics(workdir) if "train/loss" in r]
     assert steps == [1, 2, 3, 4]
     assert all(r["train/loss"] > 0 for r in read_metrics(workdir) if "train/loss" in r)
+
+
+@pytest.mark.slow  # two runs with worker processes, ~40 s
+def test_resume_through_input_workers_is_bitwise_identical(straight_run, synth_data, tmp_path, fast_compile):
+    """Steps 1-2 with 2 input worker processes, 3-4 resumed with 1: the straight run (batches made in the
+    loop's thread) exactly, and the header store of the folders written once and reused."""
+    _, _, straight = straight_run
+    workdir = tmp_path / "workers"
+    half = tiny_config(synth_data, num_steps=2)
+    half.data.num_workers, half.data.prefetch = 2, 1
+    training.train_and_evaluate(half, workdir)
+    store = (workdir / "train_manifest.jsonl").read_text()
+    full = tiny_config(synth_data)
+    full.data.num_workers, full.data.cache_mb = 1, 1
+    resumed = training.train_and_evaluate(full, workdir)
+    for field in ("step", "params", "ema_params", "opt_state", "constants", "key"):
+        assert leaves_equal(getattr(resumed, field), getattr(straight, field)), field
+    assert (workdir / "train_manifest.jsonl").read_text() == store  # nothing probed again
 
 
 def test_training_changes_params_and_tracks_ema(straight_run, fast_compile):

@@ -14,14 +14,17 @@ from pathlib import Path
 import numpy as np
 
 from jaxse.data import CleanSpeechDataset, split_roots
+from jaxse.data.files import is_manifest
 from jaxse.errors import one_line
 
 FEATURE_SUFFIX = ".npy"
 
 
 def feature_path(visual_root, audio_root, audio_file) -> Path:
-    """The feature file of ``audio_file`` (under ``audio_root``): the same relative path under ``visual_root``,
-    with the suffix ``.npy``."""
+    """The feature file of ``audio_file`` (under ``audio_root``, or under the folder of a manifest ``audio_root``):
+    the same relative path under ``visual_root``, with the suffix ``.npy``."""
+    if is_manifest(audio_root):
+        audio_root = Path(audio_root).parent
     rel = Path(audio_file).relative_to(audio_root) if Path(audio_root).is_dir() else Path(Path(audio_file).name)
     return Path(visual_root) / rel.with_suffix(FEATURE_SUFFIX)
 
@@ -72,8 +75,12 @@ class AVSpeechDataset(CleanSpeechDataset):
                              "(one per audio folder, comma-separated, in the same order)")
         self.visual_roots, self.dim, self.fps = vroots, int(dim), float(fps)
         paths, bad = [], []
+        dirs = [Path(r).parent if is_manifest(r) else Path(r) for r in self.roots]
         for f in self._files:
-            root_i = next(i for i, r in enumerate(self.roots) if Path(r) == Path(f) or Path(r) in Path(f).parents)
+            root_i = next((i for i, r in enumerate(dirs) if r == Path(f) or r in Path(f).parents), None)
+            if root_i is None:
+                raise ValueError(f"{f}: not under any audio folder ({', '.join(map(str, dirs))}), so no visual "
+                                 "features mirror it")
             p = feature_path(vroots[root_i], self.roots[root_i], f)
             paths.append(p)
             try:
@@ -85,17 +92,18 @@ class AVSpeechDataset(CleanSpeechDataset):
         if bad:
             raise ValueError(f"{len(bad)} of {len(paths)} visual feature files are missing or bad, e.g. {bad[0]}")
         self._feature_paths = paths
-        self._vcache: dict[int, np.ndarray] = {}
 
     @property
     def visual_frames(self) -> int:
         return crop_frames_of(0, self.crop_length, self.sample_rate, self.fps)[1]
 
     def features(self, index: int) -> np.ndarray:
-        index = int(index)
-        if index not in self._vcache:
-            self._vcache[index] = load_features(self._feature_paths[index], self.dim)
-        return self._vcache[index]
+        """The visual features of file ``index`` (through the data set's decode cache)."""
+        key = ("visual", str(self._feature_paths[int(index)]), self.dim)
+        v = self._cache.get(key)
+        if v is None:
+            v = self._cache.put(key, load_features(self._feature_paths[int(index)], self.dim))
+        return v
 
     def visual_crop(self, index: int, start: int) -> np.ndarray:
         first, count = crop_frames_of(start, self.crop_length, self.sample_rate, self.fps)

@@ -15,8 +15,9 @@ is all zero comes out all zero (clean included), never NaN.
 
 Determinism and sharding are those of :mod:`jaxse.data`: the rows of the global batch of step ``step`` are a
 pure function of ``(seed, step)``, the file lists and the settings, whatever the number of processes;
-process ``p`` of ``P`` takes rows ``[p*B/P, (p+1)*B/P)`` and decodes only the files of its own rows. All
-decoded audio is cached in memory as float32.
+process ``p`` of ``P`` takes rows ``[p*B/P, (p+1)*B/P)`` and decodes only the files of its own rows. Decoded
+audio (float32) goes through a :class:`jaxse.data.cache.DecodeCache` (unbounded unless one is given or set with
+``set_cache``: the training loop's bounded one of ``data.cache_mb``).
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jaxse.audio import (AUDIO_EXTENSIONS, AudioError, find_audio_files, is_silent, probe_audio, read_audio,
-                         resampled_length, snr_gain)
+from jaxse.audio import (AUDIO_EXTENSIONS, AudioError, find_audio_files, is_silent, read_audio, resampled_length,
+                         snr_gain)
 from jaxse.errors import one_line
 from jaxse.data import CleanSpeechDataset, CropDataset, _crop_length, decode_or_silence, fit_crop, split_roots
+from jaxse.data.cache import DecodeCache
+from jaxse.data.files import probe_header
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +192,7 @@ class PairedSpeechDataset(_PairBase):
     """
 
     def __init__(self, root, sample_rate: int = 16000, crop_frames: int = 256, spec=None,
-                 extensions=AUDIO_EXTENSIONS):
+                 extensions=AUDIO_EXTENSIONS, cache: DecodeCache | None = None):
         self.sample_rate = int(sample_rate)
         self.spec, self.crop_length = _resolve_spec(spec, self.sample_rate, crop_frames)
         self.crop_frames = int(crop_frames)
@@ -206,7 +209,7 @@ class PairedSpeechDataset(_PairBase):
         self._files: list[Path] = clean_files
         self._noisy_files: list[Path] = noisy_files
         self.lengths = np.asarray(lengths, dtype=np.int64)
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._cache = DecodeCache(None) if cache is None else cache
         self._failed: set[int] = set()
         self.num_decodes = 0  # pairs decoded so far (cache misses)
 
@@ -249,10 +252,10 @@ class PairedSpeechDataset(_PairBase):
 
     def _probe_length(self, path: Path) -> int:
         try:
-            info = probe_audio(path)
+            frames, rate = probe_header(path)
         except AudioError as exc:
             raise ValueError(f"unreadable file in a paired data set: {one_line(exc, None)}") from None
-        return resampled_length(info.num_frames, info.sample_rate, self.sample_rate)
+        return resampled_length(frames, rate, self.sample_rate)
 
     def with_crop_frames(self, crop_frames: int) -> "PairedSpeechDataset":
         """The same pairs at another crop length (lengths and decoded audio shared, nothing read again)."""
@@ -276,16 +279,19 @@ class PairedSpeechDataset(_PairBase):
 
     @property
     def cached_indices(self) -> list[int]:
-        return sorted(self._cache)
+        return [i for i in range(len(self._files)) if self._key(i) in self._cache]
+
+    def _key(self, index: int) -> tuple:
+        return ("pair", str(self._files[index]), str(self._noisy_files[index]), self.sample_rate)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(clean, noisy)`` of pair ``index``, float32 at ``sample_rate`` (decoded once, then cached)."""
+        """``(clean, noisy)`` of pair ``index``, float32 at ``sample_rate`` (through the cache)."""
         index = int(index)
-        pair = self._cache.get(index)
-        if pair is not None:
-            return pair
         if not 0 <= index < len(self._files):
             raise IndexError(f"file index {index} out of range for {len(self._files)} pairs")
+        pair = self._cache.get(self._key(index))
+        if pair is not None:
+            return pair
         self.num_decodes += 1
 
         def decode():
@@ -297,8 +303,7 @@ class PairedSpeechDataset(_PairBase):
             return c, n
 
         pair = decode_or_silence(decode, self.lengths[index], self._failed, index, "audio pair", parts=2)
-        self._cache[index] = pair
-        return pair
+        return self._cache.put(self._key(index), pair)
 
     def crop_pair(self, index: int, start: int) -> tuple[np.ndarray, np.ndarray]:
         """Normalised ``(clean, noisy)`` crops of pair ``index`` from ``start`` (see :func:`fit_crop`)."""
@@ -378,14 +383,15 @@ class MixingDataset(_PairBase):
     """Seed of the validation noise draws (``default_rng([VALID_SEED, k])`` for example ``k``)."""
 
     def __init__(self, clean_root, noise_root, sample_rate: int = 16000, crop_frames: int = 256, spec=None,
-                 snr_range=(-5.0, 5.0), extensions=AUDIO_EXTENSIONS, noise_seed_offset: int = 0):
+                 snr_range=(-5.0, 5.0), extensions=AUDIO_EXTENSIONS, noise_seed_offset: int = 0,
+                 cache: DecodeCache | None = None):
         self.snr_range = _check_snr_range(snr_range)
         self.noise_seed_offset = int(noise_seed_offset)
         if self.noise_seed_offset < 0:
             raise ValueError(f"noise_seed_offset must be non-negative, got {noise_seed_offset}")
         try:
             self.clean_dataset = CleanSpeechDataset(clean_root, sample_rate=sample_rate, crop_frames=crop_frames,
-                                                    spec=spec, extensions=extensions)
+                                                    spec=spec, extensions=extensions, cache=cache)
         except FileNotFoundError as exc:  # a missing clean root: a bad input like the others
             raise ValueError(f"no clean speech: {one_line(exc, None)}") from None
         self.sample_rate = self.clean_dataset.sample_rate
@@ -396,7 +402,7 @@ class MixingDataset(_PairBase):
         self.noise_root = (self.noise_roots[0] if len(self.noise_roots) == 1
                            else Path(",".join(map(str, self.noise_roots))))
         self._scan_noise(extensions)
-        self._noise_cache: dict[int, np.ndarray] = {}
+        self._cache = self.clean_dataset.cache  # one cache for the clean and the noise files
         self._noise_failed: set[int] = set()
         self._noise_decodes = [0]  # in a list so that with_crop_frames views share the count
 
@@ -411,12 +417,12 @@ class MixingDataset(_PairBase):
         min_len = _min_noise_length(self.spec)
         for path in candidates:
             try:
-                info = probe_audio(path)
+                frames, rate = probe_header(path)
             except AudioError as exc:
                 logger.warning("skipping unreadable noise file: %s", exc)
                 skipped.append(path)
                 continue
-            n = resampled_length(info.num_frames, info.sample_rate, self.sample_rate)
+            n = resampled_length(frames, rate, self.sample_rate)
             if n < min_len:
                 raise ValueError(f"{path}: noise file of {n} samples at {self.sample_rate} Hz is shorter than one "
                                  f"STFT frame ({min_len} samples)")
@@ -431,6 +437,11 @@ class MixingDataset(_PairBase):
         self.noise_files: list[Path] = files
         self.noise_skipped: list[Path] = skipped
         self.noise_lengths = np.asarray(lengths, dtype=np.int64)
+
+    def set_cache(self, cache: DecodeCache) -> None:
+        """Read the clean and the noise files through ``cache`` from now on."""
+        self._cache = cache
+        self.clean_dataset.set_cache(cache)
 
     def with_crop_frames(self, crop_frames: int) -> "MixingDataset":
         """The same clean and noise files at another crop length (decoded audio shared, nothing read again)."""
@@ -467,21 +478,23 @@ class MixingDataset(_PairBase):
 
     @property
     def cached_noise_indices(self) -> list[int]:
-        return sorted(self._noise_cache)
+        return [i for i in range(len(self.noise_files)) if self._noise_key(i) in self._cache]
+
+    def _noise_key(self, index: int) -> tuple:
+        return ("noise", str(self.noise_files[index]), self.sample_rate)
 
     def load_noise(self, index: int) -> np.ndarray:
-        """Noise file ``index``, float32 mono at ``sample_rate`` (decoded once, then cached)."""
+        """Noise file ``index``, float32 mono at ``sample_rate`` (through the cache)."""
         index = int(index)
-        x = self._noise_cache.get(index)
-        if x is not None:
-            return x
         if not 0 <= index < len(self.noise_files):
             raise IndexError(f"noise index {index} out of range for {len(self.noise_files)} noise files")
+        x = self._cache.get(self._noise_key(index))
+        if x is not None:
+            return x
         self._noise_decodes[0] += 1
         x = decode_or_silence(lambda: read_audio(self.noise_files[index], target_sr=self.sample_rate).samples,
                               self.noise_lengths[index], self._noise_failed, index, "noise file")
-        self._noise_cache[index] = x
-        return x
+        return self._cache.put(self._noise_key(index), x)
 
     def noise_segment(self, index: int, offset: int) -> np.ndarray:
         """``crop_length`` samples of noise file ``index`` from ``offset``, looped."""

@@ -13,7 +13,16 @@ and the file list (:meth:`CleanSpeechDataset.global_batch_plan`), whatever the n
 processes. Process ``p`` of ``P`` takes rows ``[p*B/P, (p+1)*B/P)`` of that plan, so the
 concatenation over processes equals the one-process batch exactly, and each process decodes only
 the files of its own rows. Crop starts need every planned file's length; those come from the file
-headers, read once for all files when the dataset is built (cheap: no decoding).
+headers, read once for all files when the dataset is built (cheap: no decoding), or from a manifest
+(:mod:`jaxse.data.files`: a ``.jsonl`` root, nothing probed).
+
+Memory
+------
+Decoded files go through a :class:`~jaxse.data.cache.DecodeCache`: unbounded for a data set built alone
+(each file decoded once), one shared cache of ``data.cache_mb`` (0: none) for the data sets of a training run
+(:meth:`CropDataset.set_cache`), so that memory is bounded by the batches in flight plus that cache, not by
+the corpus. The training loop reads its batches through :mod:`jaxse.data.pipeline` (worker processes with
+prefetch).
 
 Silence trimming (the RVAE recipe)
 ----------------------------------
@@ -34,7 +43,9 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from jaxse.audio import AUDIO_EXTENSIONS, AudioError, find_audio_files, probe_audio, read_audio, resampled_length
+from jaxse.audio import AUDIO_EXTENSIONS, AudioError, read_audio, resampled_length
+from jaxse.data.cache import DecodeCache
+from jaxse.data.files import list_audio
 
 if TYPE_CHECKING:  # jaxse.spectral imports jax; only its SpecConfig (a plain dataclass) is used here.
     from jaxse.spectral import SpecConfig
@@ -151,6 +162,15 @@ class CropDataset:
     def __len__(self) -> int:
         return len(self.lengths)
 
+    def set_cache(self, cache: DecodeCache) -> None:
+        """Read decoded files through ``cache`` from now on (views made later share it; the training loop gives
+        all its data sets one cache of ``data.cache_mb``)."""
+        self._cache = cache
+
+    @property
+    def cache(self) -> DecodeCache:
+        return self._cache
+
     @property
     def total_duration(self) -> float:
         """Total duration in seconds of the (clean) files, from the headers (after trimming with ``trim_top_db``)."""
@@ -255,7 +275,8 @@ class CleanSpeechDataset(CropDataset):
     """Clean speech under ``root`` (recursive), resampled to ``sample_rate`` on load.
 
     Args:
-      root: a directory (searched recursively with :func:`jaxse.audio.find_audio_files`) or a file; or
+      root: a directory (searched recursively with :func:`jaxse.audio.find_audio_files`), a manifest (``.jsonl``,
+        :mod:`jaxse.data.files`) or a file; or
         several of them, as a list or one comma-separated string (``"data/train,data/train_extra"``):
         their files are used together, in the order of the roots (each root's files sorted).
       sample_rate: rate every file is resampled to when decoded (16 kHz for the prior).
@@ -273,10 +294,12 @@ class CleanSpeechDataset(CropDataset):
     The spec only needs ``sample_rate`` and either ``crop_length(frames)`` or ``hop_length`` (then a
     crop is ``(crop_frames - 1) * hop_length`` samples): the RVAE's ``RVAESpecConfig`` works too.
 
-    File headers are read at construction; files that are unreadable or empty are skipped with a
-    logged warning (file indices refer to the remaining ones, identically in every process). If
-    none remain, ``ValueError``. Audio is decoded lazily and cached in memory as float32, so a
-    process decodes only the files it uses. A file that passes the header check but fails to
+    File headers are read at construction (a root ending in ``.jsonl`` is a manifest, :mod:`jaxse.data.files`:
+    its headers are read from it, nothing is probed; a missing file named in it is a ``ValueError``); files that
+    are unreadable or empty are skipped with a logged warning (file indices refer to the remaining ones,
+    identically in every process). If none remain, ``ValueError``. Audio is decoded lazily, as float32, through
+    ``cache`` (:class:`~jaxse.data.cache.DecodeCache`; default: an unbounded one of its own, each file decoded
+    once), so a process decodes only the files it uses. A file that passes the header check but fails to
     decode (e.g. NaN samples, truncated data) is logged once and treated as silence from then on:
     its crops are all-zero rows (the same in every process, so sharding stays exact).
     """
@@ -290,6 +313,7 @@ class CleanSpeechDataset(CropDataset):
         extensions=AUDIO_EXTENSIONS,
         trim_top_db: float | None = None,
         sample_by_length: bool = False,
+        cache: DecodeCache | None = None,
     ):
         if spec is None:
             from jaxse.spectral import SpecConfig  # imports jax; pass ``spec`` to have it already loaded
@@ -308,17 +332,9 @@ class CleanSpeechDataset(CropDataset):
         if self.crop_length < 1:
             raise ValueError(f"crop of {crop_frames} frames has {self.crop_length} samples")
 
-        candidates = [f for r in self.roots for f in find_audio_files(r, extensions)]
-        files, lengths, skipped = [], [], []
-        for path in candidates:
-            try:
-                info = probe_audio(path)
-            except AudioError as exc:
-                logger.warning("skipping unreadable audio file: %s", exc)
-                skipped.append(path)
-                continue
-            files.append(path)
-            lengths.append(resampled_length(info.num_frames, info.sample_rate, self.sample_rate))
+        entries, skipped = list_audio(self.roots, extensions)
+        files = [e.path for e in entries]
+        lengths = [resampled_length(e.frames, e.sample_rate, self.sample_rate) for e in entries]
         if not files:
             extra = f" ({len(skipped)} unreadable files skipped)" if skipped else ""
             raise ValueError(f"{self.root}: no readable audio files ({', '.join(extensions)}){extra}")
@@ -326,7 +342,7 @@ class CleanSpeechDataset(CropDataset):
         self.skipped: list[Path] = skipped
         # Lengths (samples at ``sample_rate``) from the headers; used to plan crop starts.
         self.lengths = np.asarray(lengths, dtype=np.int64)
-        self._cache: dict[int, np.ndarray] = {}
+        self._cache = DecodeCache(None) if cache is None else cache
         self._failed: set[int] = set()
         self.num_decodes = 0  # files decoded so far (cache misses); for tests and diagnostics
         self.trim_top_db = None if trim_top_db is None else float(trim_top_db)
@@ -344,7 +360,7 @@ class CleanSpeechDataset(CropDataset):
 
     def _trim_all(self) -> None:
         """Decode every file, keep its non-silent part, drop those left shorter than a crop."""
-        files, lengths, bounds, cache = [], [], [], {}
+        files, lengths, bounds, kept_arrays = [], [], [], []
         for i, path in enumerate(self._files):
             try:
                 x = read_audio(path, target_sr=self.sample_rate).samples
@@ -359,7 +375,7 @@ class CleanSpeechDataset(CropDataset):
                 continue
             kept = np.ascontiguousarray(x[start:end])
             kept.setflags(write=False)
-            cache[len(files)] = kept
+            kept_arrays.append(kept)
             files.append(path)
             lengths.append(end - start)
             bounds.append((start, end))
@@ -373,7 +389,8 @@ class CleanSpeechDataset(CropDataset):
         self._files = files
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.trim_bounds = np.asarray(bounds, dtype=np.int64).reshape(-1, 2)
-        self._cache = cache
+        for i, kept in enumerate(kept_arrays):  # as far as the cache holds them
+            self._cache.put(self._key(i), kept)
 
     def with_crop_frames(self, crop_frames: int) -> "CleanSpeechDataset":
         """The same files at another crop length (no file read again: lengths and decoded audio are shared).
@@ -406,25 +423,36 @@ class CleanSpeechDataset(CropDataset):
 
     @property
     def cached_indices(self) -> list[int]:
-        """Indices of the files decoded and held in memory."""
-        return sorted(self._cache)
+        """Indices of the files decoded and held in the cache."""
+        return [i for i in range(len(self._files)) if self._key(i) in self._cache]
 
     def clear_cache(self) -> None:
         self._cache.clear()
 
+    def _key(self, index: int) -> tuple:
+        """The cache key of file ``index``: its path, rate and (trimmed data sets) the kept part."""
+        bounds = None if self.trim_bounds is None else tuple(int(b) for b in self.trim_bounds[index])
+        return ("audio", str(self._files[index]), self.sample_rate, bounds)
+
+    def _decode(self, index: int) -> np.ndarray:
+        x = read_audio(self._files[index], target_sr=self.sample_rate).samples
+        if self.trim_bounds is not None:
+            start, end = self.trim_bounds[index]
+            x = x[start:end]
+        return x
+
     def load(self, index: int) -> np.ndarray:
-        """Whole file ``index`` as float32 at ``sample_rate`` (decoded once, then cached)."""
+        """Whole file ``index`` as float32 at ``sample_rate`` (through the cache: decoded again once evicted)."""
         index = int(index)
-        x = self._cache.get(index)
-        if x is not None:
-            return x
         if not 0 <= index < len(self._files):
             raise IndexError(f"file index {index} out of range for {len(self._files)} files")
+        key = self._key(index)
+        x = self._cache.get(key)
+        if x is not None:
+            return x
         self.num_decodes += 1
-        x = decode_or_silence(lambda: read_audio(self._files[index], target_sr=self.sample_rate).samples,
-                              self.lengths[index], self._failed, index, "audio file")
-        self._cache[index] = x
-        return x
+        x = decode_or_silence(lambda: self._decode(index), self.lengths[index], self._failed, index, "audio file")
+        return self._cache.put(key, x)
 
     def crop(self, index: int, start: int) -> np.ndarray:
         """Peak-normalised crop of ``crop_length`` samples of file ``index`` from ``start`` (see :func:`fit_crop`)."""
