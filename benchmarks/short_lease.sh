@@ -12,19 +12,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 start=$SECONDS
-args=()
-while [[ $# -gt 0 ]]; do
-    case "$1" in
-        --wheels)
-            [[ $# -ge 2 && -d "$2" ]] || { echo "short_lease.sh: error: --wheels needs a folder of wheels" >&2; exit 2; }
-            site="${TMPDIR:-/tmp}/jaxse-check-site"
-            python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$2"/*.whl
-            export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
-            shift 2;;
-        *) args+=("$1"); shift;;
-    esac
-done
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-PY="${PYTHON:-python3}"
-"$PY" -c "import jax; print('jax', jax.__version__, 'on', jax.default_backend(), jax.devices())"
+. benchmarks/wheels.sh
+parse_wheels_args short_lease.sh "$@"
 exec "$PY" benchmarks/short_lease.py --setup-s "$((SECONDS - start))" "${args[@]}"

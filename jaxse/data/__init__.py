@@ -114,6 +114,23 @@ def _crop_length(spec, crop_frames: int) -> int:
     return (int(crop_frames) - 1) * int(spec.hop_length)
 
 
+def resolve_crop_spec(spec, sample_rate: int, crop_frames: int):
+    """``(spec, crop_length)`` of a crop data set: ``spec`` (default ``SpecConfig(sample_rate)``) at
+    ``sample_rate``, and the samples of a ``crop_frames``-frame crop; ``ValueError`` (one line) otherwise."""
+    if spec is None:
+        from jaxse.spectral import SpecConfig  # imports jax; pass ``spec`` to have it already loaded
+
+        spec = SpecConfig(sample_rate=int(sample_rate))
+    if int(spec.sample_rate) != int(sample_rate):
+        raise ValueError(f"spec.sample_rate={spec.sample_rate} differs from sample_rate={sample_rate}")
+    if int(crop_frames) < 1:
+        raise ValueError(f"crop_frames must be >= 1, got {crop_frames}")
+    length = _crop_length(spec, int(crop_frames))
+    if length < 1:
+        raise ValueError(f"crop of {crop_frames} frames has {length} samples")
+    return spec, length
+
+
 def fit_crop(x: np.ndarray, start: int, length: int) -> np.ndarray:
     """``x[start:start+length]``; a signal shorter than ``length`` is zero-padded symmetrically.
 
@@ -158,6 +175,17 @@ class CropDataset:
     batch of a list of training rows: an array ``(B, crop_length)``, or a dict of such arrays); a data set whose
     validation rows are not its training rows overrides :meth:`_valid_rows`.
     """
+
+    @property
+    def files(self) -> list[Path]:
+        """The data set's files (for paired data the clean ones), in order; indices into this list are the file
+        indices of the plans. A subclass keeps them in ``_files``."""
+        return list(self._files)
+
+    @property
+    def cached_indices(self) -> list[int]:
+        """Indices of the files decoded and held in the cache (``_key(index)`` names a file's cache entry)."""
+        return [i for i in range(len(self._files)) if self._key(i) in self._cache]
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -315,22 +343,13 @@ class CleanSpeechDataset(CropDataset):
         sample_by_length: bool = False,
         cache: DecodeCache | None = None,
     ):
-        if spec is None:
-            from jaxse.spectral import SpecConfig  # imports jax; pass ``spec`` to have it already loaded
-
-            spec = SpecConfig(sample_rate=int(sample_rate))
-        if int(spec.sample_rate) != int(sample_rate):
-            raise ValueError(f"spec.sample_rate={spec.sample_rate} differs from sample_rate={sample_rate}")
-        if int(crop_frames) < 1:
-            raise ValueError(f"crop_frames must be >= 1, got {crop_frames}")
+        spec, crop_length = resolve_crop_spec(spec, sample_rate, crop_frames)
         self.roots = split_roots(root)
         self.root = self.roots[0] if len(self.roots) == 1 else Path(",".join(map(str, self.roots)))
         self.sample_rate = int(sample_rate)
         self.crop_frames = int(crop_frames)
         self.spec = spec
-        self.crop_length = _crop_length(spec, self.crop_frames)
-        if self.crop_length < 1:
-            raise ValueError(f"crop of {crop_frames} frames has {self.crop_length} samples")
+        self.crop_length = crop_length
 
         entries, skipped = list_audio(self.roots, extensions)
         files = [e.path for e in entries]
@@ -415,16 +434,6 @@ class CleanSpeechDataset(CropDataset):
         return view
 
     # ------------------------------------------------------------------ files and decoding
-
-    @property
-    def files(self) -> list[Path]:
-        """The usable files, sorted; indices into this list are the file indices of the plans."""
-        return list(self._files)
-
-    @property
-    def cached_indices(self) -> list[int]:
-        """Indices of the files decoded and held in the cache."""
-        return [i for i in range(len(self._files)) if self._key(i) in self._cache]
 
     def clear_cache(self) -> None:
         self._cache.clear()

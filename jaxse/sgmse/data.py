@@ -33,7 +33,8 @@ import numpy as np
 from jaxse.audio import (AUDIO_EXTENSIONS, AudioError, find_audio_files, is_silent, read_audio, resampled_length,
                          snr_gain)
 from jaxse.errors import one_line
-from jaxse.data import CleanSpeechDataset, CropDataset, _crop_length, decode_or_silence, fit_crop, split_roots
+from jaxse.data import (CleanSpeechDataset, CropDataset, decode_or_silence, fit_crop, resolve_crop_spec,
+                        split_roots)
 from jaxse.data.cache import DecodeCache
 from jaxse.data.files import probe_header
 
@@ -77,22 +78,6 @@ def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> tuple[np.
     else:
         gain = snr_gain(c, z, float(snr_db))
     return c + gain * z, gain
-
-
-def _resolve_spec(spec, sample_rate: int, crop_frames: int):
-    """``(spec, crop_length)`` checked as :class:`jaxse.data.CleanSpeechDataset` does."""
-    if spec is None:
-        from jaxse.spectral import SpecConfig  # imports jax; pass ``spec`` to have it already loaded
-
-        spec = SpecConfig(sample_rate=int(sample_rate))
-    if int(spec.sample_rate) != int(sample_rate):
-        raise ValueError(f"spec.sample_rate={spec.sample_rate} differs from sample_rate={sample_rate}")
-    if int(crop_frames) < 1:
-        raise ValueError(f"crop_frames must be >= 1, got {crop_frames}")
-    length = _crop_length(spec, int(crop_frames))
-    if length < 1:
-        raise ValueError(f"crop of {crop_frames} frames has {length} samples")
-    return spec, length
 
 
 def _min_noise_length(spec) -> int:
@@ -194,7 +179,7 @@ class PairedSpeechDataset(_PairBase):
     def __init__(self, root, sample_rate: int = 16000, crop_frames: int = 256, spec=None,
                  extensions=AUDIO_EXTENSIONS, cache: DecodeCache | None = None):
         self.sample_rate = int(sample_rate)
-        self.spec, self.crop_length = _resolve_spec(spec, self.sample_rate, crop_frames)
+        self.spec, self.crop_length = resolve_crop_spec(spec, self.sample_rate, crop_frames)
         self.crop_frames = int(crop_frames)
         self.roots = split_roots(root)
         self.root = self.roots[0] if len(self.roots) == 1 else Path(",".join(map(str, self.roots)))
@@ -262,24 +247,15 @@ class PairedSpeechDataset(_PairBase):
         crop_frames = int(crop_frames)
         if crop_frames == self.crop_frames:
             return self
-        _, length = _resolve_spec(self.spec, self.sample_rate, crop_frames)
+        _, length = resolve_crop_spec(self.spec, self.sample_rate, crop_frames)
         view = copy.copy(self)  # shares the file lists, lengths, the decode cache and the failed set
         view.crop_frames, view.crop_length = crop_frames, length
         return view
 
     @property
-    def files(self) -> list[Path]:
-        """The clean files, in order; indices into this list are the file indices of the plans."""
-        return list(self._files)
-
-    @property
     def noisy_files(self) -> list[Path]:
         """The noisy file of each pair, in the order of :attr:`files`."""
         return list(self._noisy_files)
-
-    @property
-    def cached_indices(self) -> list[int]:
-        return [i for i in range(len(self._files)) if self._key(i) in self._cache]
 
     def _key(self, index: int) -> tuple:
         return ("pair", str(self._files[index]), str(self._noisy_files[index]), self.sample_rate)
