@@ -176,6 +176,14 @@ class CropDataset:
     validation rows are not its training rows overrides :meth:`_valid_rows`.
     """
 
+    def _init_decoding(self, cache: "DecodeCache | None") -> None:
+        """The decoding state every data set keeps: its cache of decoded files (``None``: an unbounded one of its
+        own), the files that failed to decode (read as silence from then on) and ``num_decodes``, the decodes so
+        far (cache misses; for tests and diagnostics)."""
+        self._cache = DecodeCache(None) if cache is None else cache
+        self._failed: set[int] = set()
+        self.num_decodes = 0
+
     @property
     def files(self) -> list[Path]:
         """The data set's files (for paired data the clean ones), in order; indices into this list are the file
@@ -361,9 +369,7 @@ class CleanSpeechDataset(CropDataset):
         self.skipped: list[Path] = skipped
         # Lengths (samples at ``sample_rate``) from the headers; used to plan crop starts.
         self.lengths = np.asarray(lengths, dtype=np.int64)
-        self._cache = DecodeCache(None) if cache is None else cache
-        self._failed: set[int] = set()
-        self.num_decodes = 0  # files decoded so far (cache misses); for tests and diagnostics
+        self._init_decoding(cache)
         self.trim_top_db = None if trim_top_db is None else float(trim_top_db)
         self.sample_by_length = bool(sample_by_length)
         self.short: list[Path] = []

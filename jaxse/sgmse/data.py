@@ -194,9 +194,7 @@ class PairedSpeechDataset(_PairBase):
         self._files: list[Path] = clean_files
         self._noisy_files: list[Path] = noisy_files
         self.lengths = np.asarray(lengths, dtype=np.int64)
-        self._cache = DecodeCache(None) if cache is None else cache
-        self._failed: set[int] = set()
-        self.num_decodes = 0  # pairs decoded so far (cache misses)
+        self._init_decoding(cache)
 
     def _scan_root(self, root: Path, extensions) -> tuple[list[Path], list[Path], list[int]]:
         clean_dir, noisy_dir = root / "clean", root / "noisy"
