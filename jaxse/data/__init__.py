@@ -176,6 +176,17 @@ class CropDataset:
     validation rows are not its training rows overrides :meth:`_valid_rows`.
     """
 
+    @staticmethod
+    def _plan_rng(seed: int, step: int, global_batch_size: int) -> tuple[np.random.Generator, int]:
+        """``(np.random.default_rng([seed, step]), batch)``: the generator of step ``step``'s global batch plan
+        (``ValueError`` for a negative seed or step, or a batch < 1)."""
+        seed, step, batch = int(seed), int(step), int(global_batch_size)
+        if seed < 0 or step < 0:
+            raise ValueError(f"seed and step must be non-negative, got seed={seed}, step={step}")
+        if batch < 1:
+            raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}")
+        return np.random.default_rng([seed, step]), batch
+
     def _init_decoding(self, cache: "DecodeCache | None") -> None:
         """The decoding state every data set keeps: its cache of decoded files (``None``: an unbounded one of its
         own), the files that failed to decode (read as silence from then on) and ``num_decodes``, the decodes so
@@ -489,12 +500,7 @@ class CleanSpeechDataset(CropDataset):
         :meth:`num_chunks`), then one ``U(0, 1)`` per row gives ``start = int(U(0, L - crop))``. For
         files not longer than the crop the start is 0 (they are padded, not cropped).
         """
-        seed, step, batch = int(seed), int(step), int(global_batch_size)
-        if seed < 0 or step < 0:
-            raise ValueError(f"seed and step must be non-negative, got seed={seed}, step={step}")
-        if batch < 1:
-            raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}")
-        rng = np.random.default_rng([seed, step])
+        rng, batch = self._plan_rng(seed, step, global_batch_size)
         if self._weights is None:
             idx = rng.integers(0, len(self._files), size=batch)
         else:

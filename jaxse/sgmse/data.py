@@ -290,12 +290,7 @@ class PairedSpeechDataset(_PairBase):
         The draws of :meth:`jaxse.data.CleanSpeechDataset.global_batch_plan`: ``np.random.default_rng([seed,
         step])``, files uniformly with replacement, then ``start = int(U(0, 1) * max(L - crop, 0))``.
         """
-        seed, step, batch = int(seed), int(step), int(global_batch_size)
-        if seed < 0 or step < 0:
-            raise ValueError(f"seed and step must be non-negative, got seed={seed}, step={step}")
-        if batch < 1:
-            raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}")
-        rng = np.random.default_rng([seed, step])
+        rng, batch = self._plan_rng(seed, step, global_batch_size)
         idx = rng.integers(0, len(self._files), size=batch)
         u = rng.random(batch)
         starts = (u * np.maximum(self.lengths[idx] - self.crop_length, 0)).astype(np.int64)
