@@ -14,6 +14,13 @@ How to get the two reference work trees and the PyTorch venv (torch 2.13.0 CPU; 
 on them), 256 frequency bins, complex inputs, ``t = 0.5``, one warm-up call, then the median of ``--reps``
 calls; jaxse's first call (compilation) is reported apart. The reference runs with ``--threads`` torch threads;
 XLA:CPU uses the machine's cores. ``--skip-reference`` times jaxse alone (e.g. where no torch is installed).
+
+Every figure is printed with the instruction-set level each side ran at: jaxse's (``jaxse.xla_flags.isa_level``:
+the CPU's, or the ``--xla_cpu_max_isa`` cap, with the XLA flags jaxse chose for it) and PyTorch's
+(``torch.backends.cpu.get_cpu_capability()``). ``--isa AVX2`` stands in for an AVX2-only machine on an AVX-512
+one by capping both sides (``XLA_FLAGS=--xla_cpu_max_isa=AVX2``; ``ATEN_CPU_CAPABILITY=avx2
+ONEDNN_MAX_CPU_ISA=AVX2``): an estimate, since the libraries that read the CPU themselves (YNNPACK, XNNPACK,
+Eigen's build) ignore such caps.
 """
 
 from __future__ import annotations
@@ -98,6 +105,29 @@ def time_jaxse(net: str, batch: int, frames: int, reps: int, warmup: int) -> dic
             "all": times}
 
 
+REFERENCE_CAPS = {"AVX2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
+
+
+def reference_env(isa: str) -> dict:
+    return dict(os.environ, **REFERENCE_CAPS.get(isa, {}))
+
+
+def torch_capability(python: str, isa: str) -> str:
+    """What PyTorch's CPU dispatch runs at under the caps of ``isa`` (e.g. ``AVX512``, ``AVX2``)."""
+    p = subprocess.run([python, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+                       env=reference_env(isa), capture_output=True, text=True)
+    return p.stdout.strip().splitlines()[-1] if p.returncode == 0 and p.stdout.strip() else "unknown"
+
+
+def jaxse_isa() -> str:
+    from jaxse import xla_flags
+
+    rec = xla_flags.applied()
+    capped = "--xla_cpu_max_isa" in os.environ.get("XLA_FLAGS", "")
+    text = xla_flags.isa_level() + (" (capped)" if capped else "")
+    return text + (f" + {' '.join(rec['added'])}" if rec.get("added") else "")
+
+
 def time_reference(args, configs) -> dict:
     """``{(net, b, T): median seconds}`` of the reference forwards (one subprocess of the peer harness)."""
     want: dict[str, list[str]] = {}
@@ -110,7 +140,7 @@ def time_reference(args, configs) -> dict:
         cmd += [f"--{NETWORKS[net][1]}-configs", ",".join(shapes)]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "reference.json"
-        subprocess.run(cmd + ["--out", str(out)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(cmd + ["--out", str(out)], check=True, stdout=subprocess.DEVNULL, env=reference_env(args.isa))
         data = json.loads(out.read_text())
     by_backbone = {v[2]: k for k, v in NETWORKS.items()}
     times = {}
@@ -119,7 +149,7 @@ def time_reference(args, configs) -> dict:
         for c in entry.get("configs", []):
             times[(net, int(c["b"]), int(c["T"]))] = float(c["median"])
     return {"times": times, "torch": next((e.get("torch") for e in data.get("nfe", [])), None),
-            "machine": data.get("machine")}
+            "machine": data.get("machine"), "isa": torch_capability(args.reference_python, args.isa)}
 
 
 def main(argv=None) -> int:
@@ -133,27 +163,37 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--isa", default="native", choices=("native", "AVX2"),
+                    help="AVX2: cap both sides at AVX2 (an estimate of an AVX2-only machine on an AVX-512 one)")
     ap.add_argument("-o", "--output", type=Path)
     args = ap.parse_args(argv)
+    if args.isa == "AVX2" and "--xla_cpu_max_isa" not in os.environ.get("XLA_FLAGS", ""):
+        # XLA reads its flags once, before jaxse (imported above) chose its own: start again with the cap.
+        env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_cpu_max_isa=AVX2").strip())
+        argv = sys.argv[1:] if argv is None else list(argv)
+        os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *argv], env)
     configs = parse_configs(args.configs)
     if not args.skip_reference and not (args.reference_python and args.udiffse and args.fast):
         ap.error("--reference-python, --udiffse and --fast are needed (or --skip-reference)")
 
-    ref = {"times": {}} if args.skip_reference else time_reference(args, configs)
+    ref = {"times": {}, "isa": None} if args.skip_reference else time_reference(args, configs)
     rows = [time_jaxse(net, b, t, args.reps, args.warmup) for net, b, t in configs]
     for r in rows:
         r["reference"] = ref["times"].get((r["net"], r["b"], r["T"]))
         r["ratio"] = r["median"] / r["reference"] if r["reference"] else None
+    isa = {"jaxse": jaxse_isa(), "reference": ref.get("isa")}
     result = {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "jax": jax.__version__, "torch": ref.get("torch"),
+              "isa": isa, "xla_flags": os.environ.get("XLA_FLAGS", ""),
               "threads_reference": args.threads, "reps": args.reps, "rows": rows}
     print(f"CPU: {result['cpu']} ({' '.join(result['cpu_flags'])}); jax {jax.__version__}, torch {ref.get('torch')}")
-    print("| network | batch x frames | reference s/NFE | jaxse s/NFE | jaxse / reference | jaxse first call s |")
-    print("|---|---|---|---|---|---|")
+    print("| network | batch x frames | ISA jaxse | ISA reference | reference s/NFE | jaxse s/NFE | jaxse / reference "
+          "| jaxse first call s |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         rf = f"{r['reference']:.3f}" if r["reference"] else "n/a"
         ratio = f"{r['ratio']:.2f}" if r["ratio"] else "n/a"
-        print(f"| {r['net']} ({r['params'] / 1e6:.1f}M) | {r['b']} x {r['T']} | {rf} | {r['median']:.3f} | {ratio} "
-              f"| {r['first_call_s']:.1f} |")
+        print(f"| {r['net']} ({r['params'] / 1e6:.1f}M) | {r['b']} x {r['T']} | {isa['jaxse']} | {isa['reference']} "
+              f"| {rf} | {r['median']:.3f} | {ratio} | {r['first_call_s']:.1f} |")
     if args.output:
         args.output.write_text(json.dumps(result, indent=1) + "\n")
     return 0

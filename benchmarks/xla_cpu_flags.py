@@ -1,7 +1,8 @@
 """Per-NFE time of a score network under XLA:CPU flag sets, each in its own process (XLA reads its flags once).
 
     python benchmarks/xla_cpu_flags.py --net 28m --shape 1x256 --reps 3            # the default list of flag sets
-    python benchmarks/xla_cpu_flags.py --flags "" "--xla_cpu_use_onednn=true"      # chosen flag sets
+    python benchmarks/xla_cpu_flags.py --flags= --flags=--xla_cpu_use_onednn=true    # chosen flag sets (one each)
+    XLA_FLAGS=--xla_cpu_max_isa=AVX2 python benchmarks/xla_cpu_flags.py               # every set capped at AVX2
 
 Prints the median seconds per forward for each flag set, its ratio to the first (the installed defaults), the
 compile time, and the largest deviation of its output from the first set's (a flag must not change results
@@ -39,9 +40,12 @@ def child(net: str, batch: int, frames: int, reps: int, out: str) -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxse.diffusion.models import UDIFFSE_65M, UDIFFSE_PLUS_28M
+    from jaxse.diffusion.models import UDIFFSE_65M, UDIFFSE_PLUS_28M, ScoreModel
+    from jaxse.diffusion.ncsnpp import NCSNppConfig
 
-    model = {"28m": UDIFFSE_PLUS_28M, "65m": UDIFFSE_65M}[net]
+    tiny = ScoreModel(net=NCSNppConfig(nf=16, ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=(),
+                                       output_scaling="none"), parameterization="noise")  # the shipped prior's size
+    model = {"28m": UDIFFSE_PLUS_28M, "65m": UDIFFSE_65M, "tiny": tiny}[net]
     variables = model.init(jax.random.PRNGKey(0), 256)
     rng = np.random.default_rng(0)
     x = jnp.asarray((rng.standard_normal((batch, 256, frames))
@@ -62,10 +66,12 @@ def child(net: str, batch: int, frames: int, reps: int, out: str) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--net", default="28m", choices=("28m", "65m"))
+    ap.add_argument("--net", default="28m", choices=("28m", "65m", "tiny"))
     ap.add_argument("--shape", default="1x256", help="BATCHxFRAMES")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--flags", nargs="*", default=None, help="XLA_FLAGS sets to compare (default: a built-in list)")
+    ap.add_argument("--flags", action="append", default=None,
+                    help="one XLA_FLAGS set to compare, written --flags=SET (repeat it; default: a built-in list); "
+                         "the caller's own XLA_FLAGS go in front of every set")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     batch, frames = (int(v) for v in args.shape.split("x"))
@@ -76,9 +82,12 @@ def main(argv=None) -> int:
 
     sets = DEFAULT_SETS if args.flags is None else args.flags
     rows, first = [], None
+    base = os.environ.get("XLA_FLAGS", "")
     tmp = Path(os.environ.get("TMPDIR", "/tmp"))
     for i, flags in enumerate(sets):
-        env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
+        # The caller's own XLA_FLAGS (e.g. --xla_cpu_max_isa=AVX2 to stand in for an AVX2 machine) stay in
+        # front of every set; JAXSE_XLA_AUTO=0 keeps jaxse's per-CPU choice out, so each set is what it says.
+        env = dict(os.environ, XLA_FLAGS=f"{base} {flags}".strip(), JAX_PLATFORMS="cpu", JAXSE_XLA_AUTO="0")
         out = tmp / f"xla_flags_{os.getpid()}_{i}.npy"
         p = subprocess.run([sys.executable, __file__, "--net", args.net, "--shape", args.shape, "--reps",
                             str(args.reps), "--child", "run", str(out)], env=env, capture_output=True, text=True)

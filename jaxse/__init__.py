@@ -8,7 +8,11 @@ the engine :mod:`jaxse.engine`, is callable). Nothing heavy is imported until it
 file, an unusable checkpoint, an unknown method or settings field): ``except jaxse.JaxseError`` catches them all.
 """
 
+from jaxse import xla_flags as _xla_flags
 from jaxse.errors import JaxseError  # noqa: F401  (a plain module: imports nothing heavy)
+
+# XLA:CPU flags chosen for this CPU's instruction-set level, before any JAX backend starts (jaxse.xla_flags).
+_xla_flags.apply()
 
 __version__ = "0.1.0"
 

@@ -29,11 +29,14 @@ def test_configs_parse_and_bad_ones_are_refused(harness):
             harness.parse_configs(bad)
 
 
-def test_reference_is_asked_for_each_network_and_its_shapes(harness, monkeypatch, tmp_path):
+def test_reference_is_asked_for_each_network_and_its_shapes_under_the_isa_caps(harness, monkeypatch, tmp_path):
     seen = {}
 
-    def fake_run(cmd, check, stdout):
-        seen["cmd"] = cmd
+    def fake_run(cmd, check=False, stdout=None, env=None, capture_output=False, text=False):
+        if cmd[1] == "-c":  # the capability query
+            seen["query_env"] = env
+            return SimpleNamespace(returncode=0, stdout="AVX2\n")
+        seen["cmd"], seen["env"] = cmd, env
         out = Path(cmd[cmd.index("--out") + 1])
         out.write_text('{"nfe": [{"backbone": "ncsnpp28M", "torch": "2.x", "configs": [{"b": 1, "T": 256, '
                        '"median": 6.0}, {"b": 4, "T": 256, "median": 30.0}]}, {"backbone": "ncsnpp", '
@@ -41,13 +44,17 @@ def test_reference_is_asked_for_each_network_and_its_shapes(harness, monkeypatch
 
     monkeypatch.setattr(harness.subprocess, "run", fake_run)
     args = SimpleNamespace(reference_python=sys.executable, harness=tmp_path / "time_reference.py",
-                           udiffse=tmp_path / "u", fast=tmp_path / "f", threads=2, reps=3)
+                           udiffse=tmp_path / "u", fast=tmp_path / "f", threads=2, reps=3, isa="AVX2")
     ref = harness.time_reference(args, harness.parse_configs("28m:1x256,28m:4x256,65m:1x256"))
     cmd = seen["cmd"]
     assert cmd[cmd.index("--what") + 1] == "nfe28,nfe65"
     assert cmd[cmd.index("--nfe28-configs") + 1] == "1x256,4x256" and cmd[cmd.index("--nfe65-configs") + 1] == "1x256"
     assert ref["times"] == {("28m", 1, 256): 6.0, ("28m", 4, 256): 30.0, ("65m", 1, 256): 5.0}
-    assert ref["torch"] == "2.x"
+    assert ref["torch"] == "2.x" and ref["isa"] == "AVX2"
+    for env in (seen["env"], seen["query_env"]):  # the timing and the capability query both run capped
+        assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    assert "ATEN_CPU_CAPABILITY" not in harness.reference_env("native") or \
+        harness.reference_env("native")["ATEN_CPU_CAPABILITY"] == harness.os.environ.get("ATEN_CPU_CAPABILITY")
 
 
 @pytest.mark.slow  # two small enhancement runs with their compilations, ~30 s

@@ -195,3 +195,18 @@ def test_fast_groupnorm_and_1x1_conv_equal_the_flax_layers_with_the_same_paramet
     p = jax.tree.map(lambda a: a + 0.1, p)  # a non-zero bias too
     assert jax.tree.structure(conv.init(jax.random.PRNGKey(4), x)) == jax.tree.structure(p)
     np.testing.assert_allclose(np.asarray(conv.apply(p, x)), np.asarray(flax_conv.apply(p, x)), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("c_in,c_out", [(2, 16), (4, 3), (16, 2), (24, 4)])
+def test_few_channel_3x3_conv_equals_the_flax_conv_with_the_same_parameters(c_in, c_out):
+    import flax.linen as nn
+
+    from jaxse.diffusion.ncsnpp import _Conv3x3FewChannels, default_init
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 12, 10, c_in)) * 2.0 + 0.5
+    ours, flax_conv = _Conv3x3FewChannels(c_out, default_init(1.0)), nn.Conv(c_out, (3, 3), padding="SAME")
+    p = flax_conv.init(jax.random.PRNGKey(1), x)
+    p = jax.tree.map(lambda a: a + 0.1, p)  # a non-zero bias too
+    assert jax.tree.structure(ours.init(jax.random.PRNGKey(2), x)) == jax.tree.structure(p)
+    assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(2), x)) == jax.tree.map(jnp.shape, p)
+    np.testing.assert_allclose(np.asarray(ours.apply(p, x)), np.asarray(flax_conv.apply(p, x)), rtol=1e-5, atol=1e-5)
