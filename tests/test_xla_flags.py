@@ -17,7 +17,7 @@ from jaxse import xla_flags
 REPO = Path(__file__).resolve().parents[1]
 AVX512 = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512bw\n"
 AVX2 = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma\n"
-YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type="
+YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
 
 
 def test_isa_level_from_cpu_flags_and_the_max_isa_cap():
