@@ -152,7 +152,7 @@ def test_lightning_checkpoint_import_uses_ema(tmp_path, name, family):
     assert float(jnp.max(jnp.abs(raw_vars["params"][first_conv]["kernel"]))) == 0.0
 
 
-@pytest.mark.parametrize("name", ["ncsnppm_small", "sgmse_sup_small"])
+@pytest.mark.parametrize("name", ["ncsnppm_small", pytest.param("sgmse_sup_small", marks=pytest.mark.slow)])  # ~16 s
 def test_bfloat16_compute_stays_close_to_float32(name):
     """``dtype="bfloat16"`` (convolutions and attention; parameters, GroupNorm, softmax and the output stay
     float32) on the golden inputs. Measured, max deviation / output peak and RMS deviation / output RMS:

@@ -458,6 +458,7 @@ def warm_phased_run(straight_run, synth_data, tmp_path_factory):
     return config, root, state
 
 
+@pytest.mark.slow  # its fixture trains twice, ~25 s; moved to the slow pass to keep the default suite under 15 min on AVX2 (issue 27)
 def test_warm_started_phased_run_logs_and_exports(warm_phased_run, fast_compile):
     config, root, state = warm_phased_run
     recs = read_metrics(root / "run")
