@@ -239,6 +239,7 @@ def straight_run(synth_data, tmp_path_factory):
     return config, workdir, state
 
 
+@pytest.mark.slow  # a second training run, ~25-35 s; moved to the slow pass to keep the default suite under 15 min on AVX2 (issue 27)
 def test_resumed_run_is_bitwise_identical(straight_run, synth_data, tmp_path, fast_compile):
     config, _, straight = straight_run
     workdir = tmp_path / "resumed"
@@ -336,7 +337,7 @@ def _run_train_py(args, timeout=300):
     return proc
 
 
-@pytest.mark.slow  # ~35 s; resume stays covered by test_resumed_run_is_bitwise_identical
+@pytest.mark.slow  # ~35 s; resume is also covered by test_resumed_run_is_bitwise_identical (slow too)
 def test_train_py_end_to_end_and_resume(synth_data, tmp_path):
     workdir = tmp_path / "run"
     base = ["--config", str(REPO / "configs" / "cpu_small.py"), "--workdir", str(workdir),
@@ -422,6 +423,7 @@ def test_optimizer_warmup_scales_the_first_updates(synth_data):
         training.optimizer_from_config(tiny_config(synth_data, warmup_steps=-1))
 
 
+@pytest.mark.slow  # ~10 s; moved to the slow pass to keep the default suite under 15 min on AVX2 (issue 27)
 def test_warm_start_state_takes_weights_and_step_not_optimizer(straight_run, synth_data, fast_compile):
     config, workdir, straight = straight_run
     model = training.model_from_config(config)
