@@ -81,7 +81,7 @@ def test_missing_or_wrong_features_are_one_error(av_tree, tmp_path):
         AVSpeechDataset(av_tree / "audio", av_tree / "visual", dim=5, crop_frames=64, spec=SpecConfig())
 
 
-@pytest.mark.slow  # ~8 s; moved to the slow pass to keep the default suite under 15 min on AVX2 (issue 27)
+@pytest.mark.slow  # ~8 s (issue 27)
 def test_padded_features_are_masked_out_of_the_attention(fast_compile):
     variables = TINY_AV.init(jax.random.PRNGKey(0))
     x = 0.3 * jax.random.normal(jax.random.PRNGKey(1), (1, 256, 16)).astype(jnp.complex64)

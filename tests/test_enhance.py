@@ -233,7 +233,7 @@ def test_60s_chunked_input_has_no_seams(overlap, fast_compile):
         assert near > 2 * elsewhere, (near, elsewhere)
 
 
-@pytest.mark.slow  # ~7 s; moved to the slow pass to keep the default suite under 15 min on AVX2 (issue 27)
+@pytest.mark.slow  # ~7 s (issue 27)
 def test_60s_with_the_real_sampler(fast_compile):
     """UDiffSE with a Gaussian prior on 60 s: one compiled chunk shape, finite output, no outlier at the edges."""
     t = np.arange(60 * SR) / SR

@@ -85,7 +85,7 @@ def _log(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-@pytest.mark.slow  # ~19 s (the shipped-prior and README-example tests run the CLI in the default suite); moved to the slow pass to keep the default suite under 15 min on AVX2 (issue 27)
+@pytest.mark.slow  # ~19 s (the shipped-prior and README-example tests run the CLI in the default suite) (issue 27)
 def test_cli_end_to_end_resume_and_overwrite(input_tree, tiny_checkpoint, tmp_path):
     out = tmp_path / "enhanced"
     p = run_cli(input_tree, "-o", out, "--checkpoint", tiny_checkpoint, "--seed", "7", *FAST)

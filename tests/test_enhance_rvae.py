@@ -201,7 +201,7 @@ def _batch_check(enh, params, cfg, mixture, tol=1e-4):
     return waves, uids, out
 
 
-@pytest.mark.slow  # ~12 s (batch equivalence of UDiffSE+ stays in the default suite); moved to the slow pass to keep the default suite under 15 min on AVX2 (issue 27)
+@pytest.mark.slow  # ~12 s (batch equivalence of UDiffSE+ stays in the default suite) (issue 27)
 def test_batch_equals_each_utterance_alone_ldem(ldem_enhancer, params, mixture):
     waves, uids, out = _batch_check(ldem_enhancer, params, _cfg("ldem"), mixture)
     # another name or seed gives other noise; the same input and name the same result (keys are data)
@@ -462,7 +462,7 @@ EIGHT_DEVICES = textwrap.dedent(r"""
 """)
 
 
-@pytest.mark.slow  # a subprocess on 8 devices, ~11 s (the diffusion twin stays in the default suite); moved to the slow pass to keep the default suite under 15 min on AVX2 (issue 27)
+@pytest.mark.slow  # a subprocess on 8 devices, ~11 s (the diffusion twin stays in the default suite) (issue 27)
 def test_8_devices_equal_1_device(tmp_path):
     """MHEM (accept/reject) on 8 devices (one row each) and on 1 (3 rows a batch, 2 batches): the same result.
     In float64, so that no decision near its threshold can flip with the summation order (see above)."""

@@ -15,7 +15,8 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "jaxse"
-UTIL = {"jaxse", "jaxse.errors", "jaxse.xla_flags", "jaxse.cli", "jaxse.audio", "jaxse.spectral", "jaxse.parallel", "jaxse.nmf", "jaxse.pytree",
+UTIL = {"jaxse", "jaxse.errors", "jaxse.xla_flags", "jaxse.cli", "jaxse.audio", "jaxse.spectral", "jaxse.parallel",
+        "jaxse.nmf", "jaxse.pytree",
         "jaxse.logging_utils", "jaxse.data", "jaxse.data.cache", "jaxse.data.files", "jaxse.data.manifest",
         "jaxse.data.pipeline"}
 FAMILIES = ("jaxse.prior", "jaxse.rvae", "jaxse.sgmse", "jaxse.av")

@@ -217,7 +217,7 @@ def straight_run(speech, tmp_path_factory):
     return config, workdir, state
 
 
-@pytest.mark.slow  # a second training run, ~8 s; moved to the slow pass to keep the default suite under 15 min on AVX2 (issue 27)
+@pytest.mark.slow  # a second training run, ~8 s (issue 27)
 def test_resumed_rvae_run_is_bitwise_identical(straight_run, speech, tmp_path, fast_compile):
     config, _, straight = straight_run
     workdir = tmp_path / "resumed"
@@ -360,7 +360,7 @@ def test_rvae_config_is_the_reference_recipe():
 # ---------------------------------------------------------------------------------------------- train.py
 
 
-@pytest.mark.slow  # train.py in a subprocess, ~13 s; moved to the slow pass to keep the default suite under 15 min on AVX2 (issue 27)
+@pytest.mark.slow  # train.py in a subprocess, ~13 s (issue 27)
 def test_train_py_rvae_on_shared_data(data_dir, tmp_path):
     """configs/rvae.py, 2 steps on ../shared/data (trimmed, chunked) with a tiny network and batch."""
     workdir = tmp_path / "run"

@@ -108,7 +108,7 @@ def runs(corpus, tmp_path_factory):
     return out
 
 
-@pytest.mark.slow  # the `runs` fixture trains three models, ~30 s; moved to the slow pass to keep the default suite under 15 min on AVX2 (issue 27)
+@pytest.mark.slow  # the `runs` fixture trains three models, ~30 s (issue 27)
 def test_runs_log_the_loss_terms_and_export_their_family(runs):
     import json
 
@@ -125,7 +125,7 @@ def test_runs_log_the_loss_terms_and_export_their_family(runs):
         assert model.family == family and meta["step"] == 2
 
 
-@pytest.mark.slow  # the `runs` fixture trains three models, ~30 s; moved to the slow pass to keep the default suite under 15 min on AVX2 (issue 27)
+@pytest.mark.slow  # the `runs` fixture trains three models, ~30 s (issue 27)
 def test_enhancement_methods_run_on_their_checkpoints(runs, fast_compile):
     rng = np.random.default_rng(0)
     wave = (0.2 * rng.standard_normal(3000)).astype(np.float32)
@@ -140,7 +140,7 @@ def test_enhancement_methods_run_on_their_checkpoints(runs, fast_compile):
         assert backend.nfe == (6 if method == "sgmse+" else 1)
 
 
-@pytest.mark.slow  # the `runs` fixture trains three models, ~30 s; moved to the slow pass to keep the default suite under 15 min on AVX2 (issue 27)
+@pytest.mark.slow  # the `runs` fixture trains three models, ~30 s (issue 27)
 def test_checkpoints_never_cross_families(runs, golden_dir):
     weighted_export = runs["weighted"][1] / "export"
     with pytest.raises(enhance.CheckpointError, match="'sgmse' model family"):

@@ -43,7 +43,7 @@ def test_max_seconds_is_checked_with_the_other_values():
             training.check_config_values(config)
 
 
-@pytest.mark.slow  # ~12 s; moved to the slow pass to keep the default suite under 15 min on AVX2 (issue 27)
+@pytest.mark.slow  # ~12 s (issue 27)
 def test_the_clock_stops_the_loop_after_a_step_validated_exported_and_saved(synth_data, tmp_path, fast_compile):
     # max_seconds tiny: the first step (its compilation alone) passes it; no interval is due at step 1
     config = tiny_config(synth_data, num_steps=50, log_every=10, eval_every=10, checkpoint_every=10,

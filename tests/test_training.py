@@ -239,7 +239,7 @@ def straight_run(synth_data, tmp_path_factory):
     return config, workdir, state
 
 
-@pytest.mark.slow  # a second training run, ~25-35 s; moved to the slow pass to keep the default suite under 15 min on AVX2 (issue 27)
+@pytest.mark.slow  # a second training run, ~25-35 s (issue 27)
 def test_resumed_run_is_bitwise_identical(straight_run, synth_data, tmp_path, fast_compile):
     config, _, straight = straight_run
     workdir = tmp_path / "resumed"
@@ -423,7 +423,7 @@ def test_optimizer_warmup_scales_the_first_updates(synth_data):
         training.optimizer_from_config(tiny_config(synth_data, warmup_steps=-1))
 
 
-@pytest.mark.slow  # ~10 s; moved to the slow pass to keep the default suite under 15 min on AVX2 (issue 27)
+@pytest.mark.slow  # ~10 s (issue 27)
 def test_warm_start_state_takes_weights_and_step_not_optimizer(straight_run, synth_data, fast_compile):
     config, workdir, straight = straight_run
     model = training.model_from_config(config)
@@ -460,7 +460,7 @@ def warm_phased_run(straight_run, synth_data, tmp_path_factory):
     return config, root, state
 
 
-@pytest.mark.slow  # its fixture trains twice, ~25 s; moved to the slow pass to keep the default suite under 15 min on AVX2 (issue 27)
+@pytest.mark.slow  # its fixture trains twice, ~25 s (issue 27)
 def test_warm_started_phased_run_logs_and_exports(warm_phased_run, fast_compile):
     config, root, state = warm_phased_run
     recs = read_metrics(root / "run")

@@ -221,7 +221,7 @@ def test_em_fits_the_noise_variance_on_gaussian_case():
             assert (0.5 < ratio < 5.0) == should_fit, (method, exponent, ratio)
 
 
-@pytest.mark.slow  # ~10 s; moved to the slow pass to keep the default suite under 15 min on AVX2 (issue 27)
+@pytest.mark.slow  # ~10 s (issue 27)
 def test_debug_loop_matches_scan():
     vs, vn, s, n, score_fn = _gaussian_setup(jax.random.PRNGKey(4), f=8, t=8)
     x = (s + n)[None].astype(jnp.complex64)
