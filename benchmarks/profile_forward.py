@@ -89,13 +89,10 @@ def main(argv=None) -> int:
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxse.diffusion.models import UDIFFSE_65M, UDIFFSE_PLUS_28M, ScoreModel
-    from jaxse.diffusion.ncsnpp import NCSNppConfig
+    from jaxse.diffusion.models import SHIPPED_PRIOR_SIZE, UDIFFSE_65M, UDIFFSE_PLUS_28M
     from jaxse.xla_flags import isa_level
 
-    tiny = ScoreModel(net=NCSNppConfig(nf=16, ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=(),
-                                       output_scaling="none"), parameterization="noise")
-    model = {"28m": UDIFFSE_PLUS_28M, "65m": UDIFFSE_65M, "tiny": tiny}[args.net]
+    model = {"28m": UDIFFSE_PLUS_28M, "65m": UDIFFSE_65M, "tiny": SHIPPED_PRIOR_SIZE}[args.net]
     batch, frames = (int(v) for v in args.shape.split("x"))
     variables = model.init(jax.random.PRNGKey(0), 256)
     rng = np.random.default_rng(0)

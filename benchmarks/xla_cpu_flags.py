@@ -40,12 +40,9 @@ def child(net: str, batch: int, frames: int, reps: int, out: str) -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxse.diffusion.models import UDIFFSE_65M, UDIFFSE_PLUS_28M, ScoreModel
-    from jaxse.diffusion.ncsnpp import NCSNppConfig
+    from jaxse.diffusion.models import SHIPPED_PRIOR_SIZE, UDIFFSE_65M, UDIFFSE_PLUS_28M
 
-    tiny = ScoreModel(net=NCSNppConfig(nf=16, ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=(),
-                                       output_scaling="none"), parameterization="noise")  # the shipped prior's size
-    model = {"28m": UDIFFSE_PLUS_28M, "65m": UDIFFSE_65M, "tiny": tiny}[net]
+    model = {"28m": UDIFFSE_PLUS_28M, "65m": UDIFFSE_65M, "tiny": SHIPPED_PRIOR_SIZE}[net]
     variables = model.init(jax.random.PRNGKey(0), 256)
     rng = np.random.default_rng(0)
     x = jnp.asarray((rng.standard_normal((batch, 256, frames))

@@ -210,3 +210,17 @@ def test_few_channel_3x3_conv_equals_the_flax_conv_with_the_same_parameters(c_in
     assert jax.tree.structure(ours.init(jax.random.PRNGKey(2), x)) == jax.tree.structure(p)
     assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(2), x)) == jax.tree.map(jnp.shape, p)
     np.testing.assert_allclose(np.asarray(ours.apply(p, x)), np.asarray(flax_conv.apply(p, x)), rtol=1e-5, atol=1e-5)
+
+
+def test_shipped_prior_size_is_the_shipped_priors_network():
+    import json
+    from pathlib import Path
+
+    from jaxse.diffusion.models import SHIPPED_PRIOR_SIZE
+
+    meta = json.loads(next((Path(__file__).resolve().parents[1] / "jaxse" / "assets" / "prior" / "checkpoints")
+                           .glob("*/metadata/metadata")).read_text())
+    assert NCSNppConfig.from_dict(meta["model"]["net"]) == SHIPPED_PRIOR_SIZE.net
+    assert meta["model"]["parameterization"] == SHIPPED_PRIOR_SIZE.parameterization
+    shapes = jax.eval_shape(lambda k: SHIPPED_PRIOR_SIZE.init(k), jax.random.PRNGKey(0))
+    assert count_params(shapes["params"]) == meta["num_params"] == 440_382

@@ -104,3 +104,9 @@ UDIFFSE_PLUS_28M = ScoreModel(
     net=NCSNppConfig(ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=(), output_scaling="none"),
     parameterization="noise",
 )
+# The size of the prior shipped in jaxse/assets/prior (NCSN++M layout at nf 16, 0.44M parameters), for benchmarks
+# with random weights.
+SHIPPED_PRIOR_SIZE = ScoreModel(
+    net=NCSNppConfig(nf=16, ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=(), output_scaling="none"),
+    parameterization="noise",
+)

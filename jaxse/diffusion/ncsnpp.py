@@ -259,6 +259,9 @@ class _Conv1x1(nn.Module):
         return y.reshape(x.shape[:-1] + (self.features,)) + bias.astype(self.dtype)
 
 
+_FEW_CHANNELS = 4  # "few" channels: at most this many in or out
+
+
 class _Conv3x3FewChannels(nn.Module):
     """A 3×3 "SAME" convolution with at most :data:`_FEW_CHANNELS` input or output channels (the input conv,
     2 → nf, and the output-pyramid convs, C → 2), with the parameters of ``nn.Conv(features, (3, 3))``
@@ -300,8 +303,6 @@ class _Conv3x3FewChannels(nn.Module):
                 out = out + zp[:, i:i + hh, j:j + ww, 3 * i + j, :]
         return out
 
-
-_FEW_CHANNELS = 4
 
 
 def _conv(features, k, scale, name, dtype, few=False):
